@@ -1,0 +1,79 @@
+"""One registry of every optimizer in discovered/; it drives the conformance suite.
+
+Modelled on torch's OptimizerInfo (torch/testing/_internal/common_optimizers.py):
+each entry says how to build the optimizer for a small problem it should solve
+and which bad hyperparameters must be refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from torch.optim import Optimizer
+
+from discovered.lion import Lion
+from discovered.muon import Muon
+from discovered.polargrad import PolarGrad
+
+
+@dataclasses.dataclass(frozen=True)
+class ErrorInput:
+    """Constructor keywords that must raise `error` with a message matching `match`."""
+
+    kwargs: dict[str, Any]
+    match: str
+    error: type[Exception] = ValueError
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerInfo:
+    name: str
+    cls: Callable[..., Optimizer]
+    # Keywords under which a few hundred steps solve the conformance problems.
+    kwargs: dict[str, Any]
+    error_inputs: tuple[ErrorInput, ...] = ()
+    # Routes non-matrix parameters to a built-in AdamW (route/batch_dims keys).
+    matrix: bool = False
+    source: str = "reference"  # or "exported"
+
+    def make(self, params, **overrides) -> Optimizer:
+        return self.cls(params, **{**self.kwargs, **overrides})
+
+
+_COMMON_ERRORS = (
+    ErrorInput({"lr": -1.0}, "Invalid learning rate"),
+    ErrorInput({"weight_decay": -0.1}, "Invalid weight_decay"),
+)
+_MATRIX_ERRORS = _COMMON_ERRORS + (
+    ErrorInput({"momentum": 1.0}, "Invalid momentum"),
+    ErrorInput({"route": "sideways"}, "Invalid route"),
+    ErrorInput({"adamw_betas": (0.9, 1.5)}, "Invalid adamw_beta parameter at index 1"),
+)
+
+REGISTRY: dict[str, OptimizerInfo] = {}
+
+
+def register(info: OptimizerInfo) -> OptimizerInfo:
+    if info.name in REGISTRY:
+        raise ValueError(f"an optimizer named {info.name!r} is already registered")
+    REGISTRY[info.name] = info
+    return info
+
+
+register(OptimizerInfo(
+    "Lion", Lion, {"lr": 3e-3, "betas": (0.9, 0.99), "weight_decay": 0.0},
+    _COMMON_ERRORS + (ErrorInput({"betas": (0.9, 1.0)}, "Invalid beta parameter at index 1"),),
+))
+register(OptimizerInfo(
+    "Muon", Muon, {"lr": 0.05, "adamw_lr": 3e-2},
+    _MATRIX_ERRORS + (ErrorInput({"ns_steps": 0}, "Invalid ns_steps"),),
+    matrix=True,
+))
+register(OptimizerInfo(
+    "PolarGrad", PolarGrad, {"lr": 0.02, "adamw_lr": 3e-2},
+    _MATRIX_ERRORS + (ErrorInput({"method": "zolo"}, "Invalid method"),
+                      ErrorInput({"inner_steps": 0}, "Invalid inner_steps")),
+    matrix=True,
+))

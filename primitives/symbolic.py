@@ -1,0 +1,211 @@
+"""SymPy counterparts of the primitives (imported lazily: only simplify/export need it).
+
+Values are treated as commuting symbols: every elementwise operation on arrays
+is a commutative algebra, and all matrix products happen inside opaque
+functions (Polar, GramLeft, ...). Those functions carry the identities the
+search relies on in their `eval` classmethods, so SymPy applies them whenever
+an expression is built:
+
+    sign(c x) = sign(x), c > 0           (SymPy's own sign)
+    Polar(c X) = Polar(X), c > 0         Polar(Polar(X)) = Polar(X)
+    Rms(c X) = |c| Rms(X)                Frobenius(c X) = |c| Frobenius(X)
+    Inner(X, Polar(X)) = NuclearNorm(X)  AspectScale(c X) = c AspectScale(X)
+    NuclearNorm(c X) = |c| NuclearNorm(X), SpectralNorm likewise
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sympy
+from sympy import Abs, Function, Max, Min, sqrt
+
+
+def _split_positive_factor(x: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr] | None:
+    """x = c * rest with c a positive number or positive symbol product; else None."""
+    if not isinstance(x, sympy.Mul):
+        return None
+    positive = [f for f in x.args if f.is_positive]
+    if not positive:
+        return None
+    rest = [f for f in x.args if not f.is_positive]
+    return sympy.Mul(*positive), sympy.Mul(*rest)
+
+
+class _ScaleInvariant(Function):
+    """f(c X) = f(X) for c > 0."""
+
+    @classmethod
+    def eval(cls, x):
+        split = _split_positive_factor(x)
+        if split is not None:
+            return cls(split[1])
+        if isinstance(x, cls):
+            return x
+        return None
+
+
+class _AbsHomogeneous(Function):
+    """f(c X) = |c| f(X) for any number c; f(0) = 0."""
+
+    @classmethod
+    def eval(cls, x):
+        if x == 0:
+            return sympy.S.Zero
+        if isinstance(x, sympy.Mul):
+            coefficient, rest = x.as_coeff_Mul()
+            if coefficient != 1:
+                return Abs(coefficient) * cls(rest)
+            split = _split_positive_factor(x)
+            if split is not None:
+                return split[0] * cls(split[1])
+        return None
+
+
+class Polar(_ScaleInvariant):
+    """polar(X) = U V^T."""
+
+    @classmethod
+    def eval(cls, x):
+        if x == 0:
+            return sympy.S.Zero
+        if isinstance(x, sympy.Mul):
+            coefficient, rest = x.as_coeff_Mul()
+            if coefficient.is_negative:
+                return -cls(-x)
+        return super().eval(x)
+
+
+class Rms(_AbsHomogeneous):
+    """sqrt(mean(X^2))."""
+
+
+class Frobenius(_AbsHomogeneous):
+    """||X||_F."""
+
+
+class SpectralNorm(_AbsHomogeneous):
+    """sigma_max(X)."""
+
+
+class NuclearNorm(_AbsHomogeneous):
+    """sum of singular values."""
+
+
+class Inner(Function):
+    """<A, B> = sum(A * B), bilinear and symmetric."""
+
+    @classmethod
+    def eval(cls, a, b):
+        if a == 0 or b == 0:
+            return sympy.S.Zero
+        if isinstance(b, Polar) and b.args[0] == a or isinstance(a, Polar) and a.args[0] == b:
+            return NuclearNorm(b if isinstance(a, Polar) else a)
+        for i, x in enumerate((a, b)):
+            if isinstance(x, sympy.Mul):
+                coefficient, rest = x.as_coeff_Mul()
+                if coefficient != 1:
+                    other = b if i == 0 else a
+                    return coefficient * cls(rest, other)
+        if sympy.default_sort_key(a) > sympy.default_sort_key(b):
+            return cls(b, a)
+        return None
+
+
+class AspectScale(Function):
+    """X sqrt(max(1, rows/cols)): linear in X."""
+
+    @classmethod
+    def eval(cls, x):
+        if x == 0:
+            return sympy.S.Zero
+        if isinstance(x, sympy.Mul):
+            coefficient, rest = x.as_coeff_Mul()
+            if coefficient != 1:
+                return coefficient * cls(rest)
+        return None
+
+
+class Clip(Function):
+    """clamp(x, -c, c)."""
+
+
+class RmsClip(Function):
+    """x / max(1, rms(x)/d)."""
+
+
+class GramLeft(Function):
+    """X X^T."""
+
+
+class GramRight(Function):
+    """X^T X."""
+
+
+class KronPrecondition(Function):
+    """(L + eps I)^(-1/p) X (R + eps I)^(-1/p)."""
+
+
+class RowMeanSq(Function):
+    """row means of X^2."""
+
+
+class ColMeanSq(Function):
+    """column means of X^2."""
+
+
+class FactoredSecondMoment(Function):
+    """R C / max(mean(R), eps)."""
+
+
+# One entry per primitive: (argument expressions..., constant expressions...) -> expression.
+COUNTERPARTS: dict[str, Callable[..., sympy.Expr]] = {
+    "add": lambda a, b: a + b,
+    "sub": lambda a, b: a - b,
+    "mul": lambda a, b: a * b,
+    "div": lambda a, b: a / b,
+    "max": lambda a, b: Max(a, b),
+    "min": lambda a, b: Min(a, b),
+    "neg": lambda x: -x,
+    "abs": lambda x: Abs(x),
+    "sign": lambda x: sympy.sign(x),
+    "sqrt": lambda x: sqrt(Abs(x)),
+    "square": lambda x: x**2,
+    "exp": lambda x: sympy.exp(x),
+    "cosh": lambda x: sympy.cosh(x),
+    "log": lambda x: sympy.log(Abs(x)),
+    "tanh": lambda x: sympy.tanh(x),
+    "rsqrt": lambda x, eps: 1 / sqrt(Max(Abs(x), eps)),
+    "clip": lambda x, c: Clip(x, c),
+    "abspow": lambda x, p: Abs(x) ** p,
+    "scale": lambda x, c: c * x,
+    "add_const": lambda x, c: x + c,
+    "add_scaled": lambda a, b, c: a + c * b,
+    "interp": lambda a, b, beta: (1 - beta) * a + beta * b,
+    "mix": lambda a, b, s: (1 - s) * a + s * b,
+    "debias": lambda x, t, beta: x / (1 - beta**t),
+    "rms": lambda x: Rms(x),
+    "frobenius": lambda x: Frobenius(x),
+    "inner": lambda a, b: Inner(a, b),
+    "normalize": lambda x: x / Rms(x),
+    "rms_clip": lambda x, d: RmsClip(x, d),
+    "scale_by_param_rms": lambda u, w, eps: u * Max(eps, Rms(w)),
+    "spectral_norm": lambda x: SpectralNorm(x),
+    "nuclear_norm": lambda x: NuclearNorm(x),
+    "aspect_scale": lambda x: AspectScale(x),
+    "polar": lambda x: Polar(x),
+    "nuclear_scaled_polar": lambda x: Inner(x, Polar(x)) * Polar(x),
+    "gram_left": lambda x: GramLeft(x),
+    "gram_right": lambda x: GramRight(x),
+    "kron_precondition": lambda L, x, R, p, eps: KronPrecondition(L, x, R, p, eps),
+    "row_mean_sq": lambda x: RowMeanSq(x),
+    "col_mean_sq": lambda x: ColMeanSq(x),
+    "factored_second_moment": lambda R, C, eps: FactoredSecondMoment(R, C, eps),
+}
+
+
+def counterpart(name: str) -> Callable[..., sympy.Expr]:
+    try:
+        return COUNTERPARTS[name]
+    except KeyError:
+        raise KeyError(f"primitive {name!r} has no SymPy counterpart") from None
