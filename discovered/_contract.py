@@ -57,6 +57,11 @@ def check_positive_int(name: str, value: int) -> None:
         raise ValueError(f"Invalid {name} value: {value} (expected a positive integer)")
 
 
+# Precisions the Newton-Schulz iterations may run in (names, so that param
+# groups stay plain data in a state_dict).
+NS_DTYPES = ("bfloat16", "float32", "float64")
+
+
 def check_choice(name: str, value: object, choices: Iterable[object]) -> None:
     choices = tuple(choices)
     if value not in choices:

@@ -10,8 +10,9 @@ One state buffer (AdamW keeps two), every coordinate moves by exactly lr, so
 the learning rate is usually 3-10x smaller than AdamW's and the weight decay
 3-10x larger (the product lr * wd is what decays the weights).
 
-Operations in the order of google/automl's lion_pytorch.py and lucidrains'
-lion-pytorch eager update, run with torch's foreach kernels over each group.
+The interpolations are torch.lerp (as in lion-pytorch's foreach variant): one
+pass over memory each, about twice as fast on CPU as the eager update's
+mul/add chain, which it matches to float32 round-off.
 """
 
 from __future__ import annotations
@@ -54,23 +55,38 @@ class Lion(CheckedOptimizer):
         loss = call_closure(closure)
         for group in self.param_groups:
             lr, (beta1, beta2), weight_decay = group["lr"], group["betas"], group["weight_decay"]
-            # foreach kernels need one device and dtype per call.
-            buckets: dict[tuple, tuple[list, list, list]] = defaultdict(lambda: ([], [], []))
-            for p in params_with_grad(group, "Lion"):
-                state = self.state[p]
-                if "exp_avg" not in state:
-                    state["exp_avg"] = torch.zeros_like(p)
-                params, grads, exp_avgs = buckets[(p.device, p.dtype)]
-                params.append(p)
-                grads.append(p.grad)
-                exp_avgs.append(state["exp_avg"])
-            for params, grads, exp_avgs in buckets.values():
-                if weight_decay != 0:
-                    torch._foreach_mul_(params, 1 - lr * weight_decay)
-                update = torch._foreach_mul(exp_avgs, beta1)
-                torch._foreach_add_(update, grads, alpha=1 - beta1)
-                torch._foreach_sign_(update)
-                torch._foreach_add_(params, update, alpha=-lr)
-                torch._foreach_mul_(exp_avgs, beta2)
-                torch._foreach_add_(exp_avgs, grads, alpha=1 - beta2)
+            params = params_with_grad(group, "Lion")
+            grads = [p.grad for p in params]
+            exp_avgs = [self._exp_avg(p) for p in params]
+            # One kernel per tensor and op on CPU (foreach only loops there);
+            # foreach kernels on GPUs, where launches dominate. Same ops either way.
+            if params and params[0].is_cuda:
+                _lion_foreach(params, grads, exp_avgs, lr, beta1, beta2, weight_decay)
+            else:
+                for p, grad, exp_avg in zip(params, grads, exp_avgs):
+                    if weight_decay != 0:
+                        p.mul_(1 - lr * weight_decay)
+                    p.add_(torch.lerp(exp_avg, grad, 1 - beta1).sign_(), alpha=-lr)
+                    exp_avg.lerp_(grad, 1 - beta2)
         return loss
+
+    def _exp_avg(self, p: torch.Tensor) -> torch.Tensor:
+        state = self.state[p]
+        if "exp_avg" not in state:
+            state["exp_avg"] = torch.zeros_like(p)
+        return state["exp_avg"]
+
+
+def _lion_foreach(params, grads, exp_avgs, lr, beta1, beta2, weight_decay) -> None:
+    # foreach kernels need one device and dtype per call.
+    buckets: dict[tuple, tuple[list, list, list]] = defaultdict(lambda: ([], [], []))
+    for p, grad, exp_avg in zip(params, grads, exp_avgs):
+        for bucket, t in zip(buckets[(p.device, p.dtype)], (p, grad, exp_avg)):
+            bucket.append(t)
+    for ps, gs, ms in buckets.values():
+        if weight_decay != 0:
+            torch._foreach_mul_(ps, 1 - lr * weight_decay)
+        update = torch._foreach_lerp(ms, gs, 1 - beta1)
+        torch._foreach_sign_(update)
+        torch._foreach_add_(ps, update, alpha=-lr)
+        torch._foreach_lerp_(ms, gs, 1 - beta2)

@@ -25,19 +25,22 @@ from __future__ import annotations
 
 import torch
 
-from discovered._contract import MatrixOptimizer, check_beta, check_positive_int, matrix_view
-from primitives.normalisers import aspect_scale
+from discovered._contract import NS_DTYPES, MatrixOptimizer, check_beta, check_choice, check_positive_int, matrix_view
+from primitives.normalisers import aspect_factor
 from primitives.polar import MUON_COEFFICIENTS, newton_schulz, polar_vector
 
 
 class Muon(MatrixOptimizer):
-    """Muon(params, lr=0.02, momentum=0.95, nesterov=True, ns_steps=5, weight_decay=0.0).
+    """Muon(params, lr=0.02, momentum=0.95, nesterov=True, ns_steps=5, weight_decay=0.0, ns_dtype="bfloat16").
 
     Args:
         lr: learning rate of the matrix update (spectral-norm units).
         momentum: EMA coefficient beta of the momentum buffer.
         nesterov: orthogonalise the Nesterov look-ahead instead of M.
         ns_steps: Newton-Schulz iterations.
+        ns_dtype: precision of the iterations: "bfloat16" (Muon's choice,
+            fast on GPUs) or "float32" (on CPUs without bf16 matmul units,
+            where bf16 is tens of times slower; it only removes round-off).
         weight_decay: decoupled decay (W *= 1 - lr * wd).
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay, route,
         batch_dims: see discovered._contract.MatrixOptimizer.
@@ -51,14 +54,23 @@ class Muon(MatrixOptimizer):
         nesterov: bool = True,
         ns_steps: int = 5,
         weight_decay: float = 0.0,
+        ns_dtype: str = "bfloat16",
         **routing,
     ):
-        defaults = {"lr": lr, "momentum": momentum, "nesterov": nesterov, "ns_steps": ns_steps, "weight_decay": weight_decay}
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "nesterov": nesterov,
+            "ns_steps": ns_steps,
+            "weight_decay": weight_decay,
+            "ns_dtype": ns_dtype,
+        }
         super().__init__(params, {**defaults, **routing})
 
     def _check_rule(self, group: dict) -> None:
         check_beta("momentum", group["momentum"])
         check_positive_int("ns_steps", group["ns_steps"])
+        check_choice("ns_dtype", group["ns_dtype"], NS_DTYPES)
         if not isinstance(group["nesterov"], bool):
             raise ValueError(f"Invalid nesterov value: {group['nesterov']!r} (expected a bool)")
 
@@ -74,8 +86,12 @@ class Muon(MatrixOptimizer):
             update = grad.lerp(buf, beta) if group["nesterov"] else buf
             view = matrix_view(update, group["batch_dims"])
             if view.ndim - group["batch_dims"] == 2:
-                direction = aspect_scale(newton_schulz(view, MUON_COEFFICIENTS, group["ns_steps"]))
+                dtype = getattr(torch, group["ns_dtype"])
+                direction = newton_schulz(view, MUON_COEFFICIENTS, group["ns_steps"], compute_dtype=dtype)
+                # The shape factor goes into the fp32 step size rather than
+                # multiplying the bf16 direction (as torch.optim.Muon does).
+                scale = aspect_factor(view.shape[-2], view.shape[-1])
             else:  # route="matrix" on a vector: the exact polar factor of diag(x)
-                direction = polar_vector(view)
+                direction, scale = polar_vector(view), 1.0
             p.mul_(1 - lr * wd)
-            p.add_(direction.reshape(p.shape), alpha=-lr)
+            p.add_(direction.reshape(p.shape), alpha=-lr * scale)

@@ -27,27 +27,27 @@ from __future__ import annotations
 
 import torch
 
-from discovered._contract import MatrixOptimizer, check_beta, check_choice, check_positive_int, matrix_view
+from discovered._contract import NS_DTYPES, MatrixOptimizer, check_beta, check_choice, check_positive_int, matrix_view
 from primitives.polar import POLARGRAD_NS_COEFFICIENTS, newton_schulz, polar_express, polar_svd, polar_vector
 from primitives.qdwh import qdwh
 
 METHODS = ("qdwh", "ns", "polar_express", "svd")
 
 
-def polar_factor(x: torch.Tensor, method: str, inner_steps: int) -> torch.Tensor:
+def polar_factor(x: torch.Tensor, method: str, inner_steps: int, ns_dtype: str = "bfloat16") -> torch.Tensor:
     """PolarGrad's polar oracles on matrices (..., m, n)."""
     if method == "qdwh":
         work = x if x.dtype in (torch.float32, torch.float64) else x.float()
         return qdwh(work, inner_steps)
     if method == "ns":
-        return newton_schulz(x, POLARGRAD_NS_COEFFICIENTS, inner_steps)
+        return newton_schulz(x, POLARGRAD_NS_COEFFICIENTS, inner_steps, compute_dtype=getattr(torch, ns_dtype))
     if method == "polar_express":
-        return polar_express(x, inner_steps)
+        return polar_express(x, inner_steps, compute_dtype=getattr(torch, ns_dtype))
     return polar_svd(x)
 
 
 class PolarGrad(MatrixOptimizer):
-    """PolarGrad(params, lr=0.02, momentum=0.95, polar_first=False, method="qdwh", inner_steps=2, weight_decay=0.0).
+    """PolarGrad(params, lr=0.02, momentum=0.95, polar_first=False, method="qdwh", inner_steps=2, weight_decay=0.0, ns_dtype="bfloat16").
 
     Args:
         lr: learning rate; the step is lr * nuclear norm, so it depends on the
@@ -56,6 +56,8 @@ class PolarGrad(MatrixOptimizer):
         polar_first: momentum of polar factors instead of polar of momentum.
         method: "qdwh", "ns", "polar_express" or "svd".
         inner_steps: iterations of the polar oracle (ignored by "svd").
+        ns_dtype: precision of "ns" and "polar_express" ("bfloat16" as in
+            PolarGrad; "float32" on CPUs, see Muon).
         weight_decay: decoupled decay (W *= 1 - lr * wd).
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay, route,
         batch_dims: see discovered._contract.MatrixOptimizer.
@@ -70,6 +72,7 @@ class PolarGrad(MatrixOptimizer):
         method: str = "qdwh",
         inner_steps: int = 2,
         weight_decay: float = 0.0,
+        ns_dtype: str = "bfloat16",
         **routing,
     ):
         defaults = {
@@ -79,6 +82,7 @@ class PolarGrad(MatrixOptimizer):
             "method": method,
             "inner_steps": inner_steps,
             "weight_decay": weight_decay,
+            "ns_dtype": ns_dtype,
         }
         super().__init__(params, {**defaults, **routing})
 
@@ -86,6 +90,7 @@ class PolarGrad(MatrixOptimizer):
         check_beta("momentum", group["momentum"])
         check_choice("method", group["method"], METHODS)
         check_positive_int("inner_steps", group["inner_steps"])
+        check_choice("ns_dtype", group["ns_dtype"], NS_DTYPES)
         if not isinstance(group["polar_first"], bool):
             raise ValueError(f"Invalid polar_first value: {group['polar_first']!r} (expected a bool)")
 
@@ -96,7 +101,10 @@ class PolarGrad(MatrixOptimizer):
         def oracle(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             """(U, nu) with nu = <t, U> over each matrix (or vector) in t's view."""
             view = matrix_view(t, batch_dims)
-            u = polar_factor(view, group["method"], group["inner_steps"]) if view.ndim - batch_dims == 2 else polar_vector(view)
+            if view.ndim - batch_dims == 2:
+                u = polar_factor(view, group["method"], group["inner_steps"], group["ns_dtype"])
+            else:
+                u = polar_vector(view)
             core = tuple(range(batch_dims, view.ndim))
             nu = torch.sum(view.to(u.dtype) * u, dim=core, keepdim=True)
             return u, nu

@@ -50,6 +50,7 @@ _MATRIX_ERRORS = _COMMON_ERRORS + (
     ErrorInput({"momentum": 1.0}, "Invalid momentum"),
     ErrorInput({"route": "sideways"}, "Invalid route"),
     ErrorInput({"adamw_betas": (0.9, 1.5)}, "Invalid adamw_beta parameter at index 1"),
+    ErrorInput({"ns_dtype": "float16"}, "Invalid ns_dtype"),
 )
 
 REGISTRY: dict[str, OptimizerInfo] = {}
@@ -72,7 +73,7 @@ register(OptimizerInfo(
     matrix=True,
 ))
 register(OptimizerInfo(
-    "PolarGrad", PolarGrad, {"lr": 0.02, "adamw_lr": 3e-2},
+    "PolarGrad", PolarGrad, {"lr": 0.2, "adamw_lr": 3e-2},
     _MATRIX_ERRORS + (ErrorInput({"method": "zolo"}, "Invalid method"),
                       ErrorInput({"inner_steps": 0}, "Invalid inner_steps")),
     matrix=True,

@@ -107,8 +107,12 @@ def aspect_scale(x: Tensor) -> Tensor:
     the fan-in only (KellerJordan/Muon). On a vector (a square diag(x)) the
     factor is 1.
     """
-    m, n = x.shape[-2], x.shape[-1]
-    return x * max(1.0, m / n) ** 0.5
+    return x * aspect_factor(x.shape[-2], x.shape[-1])
+
+
+def aspect_factor(rows: int, cols: int) -> float:
+    """sqrt(max(1, rows / cols)), the factor of aspect_scale."""
+    return max(1.0, rows / cols) ** 0.5
 
 
 def aspect_scale_vector(x: Tensor) -> Tensor:

@@ -1,0 +1,1 @@
+"""The search engine and the `optsearch` command line."""
