@@ -6,6 +6,7 @@
 from discovered.lion import Lion
 from discovered.muon import Muon
 from discovered.polargrad import PolarGrad
+from discovered.program_optimizer import ProgramOptimizer
 from discovered.registry import REGISTRY, OptimizerInfo
 
-__all__ = ["REGISTRY", "Lion", "Muon", "OptimizerInfo", "PolarGrad"]
+__all__ = ["REGISTRY", "Lion", "Muon", "OptimizerInfo", "PolarGrad", "ProgramOptimizer"]

@@ -114,7 +114,7 @@ def matrix_view(t: Tensor, batch_dims: int = 0) -> Tensor:
 # ---------------------------------------------------------------------------
 # Built-in AdamW for the parameters a matrix rule does not take
 
-ROUTES = ("auto", "matrix", "adamw")
+ROUTES = ("auto", "rule", "adamw")
 ROUTING_DEFAULTS = {
     "route": "auto",
     "batch_dims": 0,
@@ -167,17 +167,18 @@ class MatrixOptimizer(CheckedOptimizer):
 
     Per param group:
       route   "auto" (default): parameters with >= 2 dimensions (after
-              batch_dims) get the matrix rule, the others (biases, gains)
-              the built-in AdamW with adamw_lr and adamw_weight_decay;
-              "matrix": every parameter gets the matrix rule (a vector is
-              treated as diag(x), so the polar factor is sign(x));
+              batch_dims) get the optimizer's rule, the others (biases,
+              gains) the built-in AdamW with adamw_lr and adamw_weight_decay;
+              "rule": every parameter gets the optimizer's rule (a vector is
+              treated as diag(x), so its polar factor is sign(x));
               "adamw": every parameter gets AdamW with this group's lr and
-              weight_decay (put embeddings and heads in such a group).
+              weight_decay (put embeddings and heads in such a group; LR
+              schedulers then drive it, which they cannot do for adamw_lr).
       batch_dims  leading dimensions that index independent copies of a
               parameter (seeds trained side by side); each copy is updated
               as if it were alone.
       adamw_betas, adamw_eps  the AdamW's coefficients.
-    Subclasses implement _matrix_step(group, params) and _check_rule(group).
+    Subclasses implement _rule_step(group, params) and _check_rule(group).
     """
 
     def __init__(self, params, defaults: dict) -> None:
@@ -185,7 +186,7 @@ class MatrixOptimizer(CheckedOptimizer):
 
     def _check_group(self, group: dict) -> None:
         check_lr(group["lr"])
-        check_nonnegative("weight_decay", group["weight_decay"])
+        check_nonnegative("weight_decay", group.get("weight_decay", 0.0))
         check_choice("route", group["route"], ROUTES)
         if not (isinstance(group["batch_dims"], int) and group["batch_dims"] >= 0):
             raise ValueError(f"Invalid batch_dims value: {group['batch_dims']}")
@@ -199,27 +200,32 @@ class MatrixOptimizer(CheckedOptimizer):
         """Check the matrix rule's own hyperparameters."""
         raise NotImplementedError
 
-    def _matrix_step(self, group: dict, params: list[Tensor]) -> None:
+    def _rule_step(self, group: dict, params: list[Tensor]) -> None:
+        """Apply the optimizer's own rule to `params` (all with a gradient)."""
         raise NotImplementedError
 
-    def _uses_matrix_rule(self, p: Tensor, group: dict) -> bool:
+    def _auto_takes(self, p: Tensor, group: dict) -> bool:
+        """Whether route "auto" gives p to the rule (default: matrices only)."""
+        return p.ndim - group["batch_dims"] >= 2
+
+    def _uses_rule(self, p: Tensor, group: dict) -> bool:
         if group["route"] == "auto":
-            return p.ndim - group["batch_dims"] >= 2
-        return group["route"] == "matrix"
+            return self._auto_takes(p, group)
+        return group["route"] == "rule"
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
         loss = call_closure(closure)
         for group in self.param_groups:
-            matrix_params, adamw_params = [], []
+            rule_params, adamw_params = [], []
             for p in params_with_grad(group, type(self).__name__):
-                (matrix_params if self._uses_matrix_rule(p, group) else adamw_params).append(p)
-            if matrix_params:
-                self._matrix_step(group, matrix_params)
+                (rule_params if self._uses_rule(p, group) else adamw_params).append(p)
+            if rule_params:
+                self._rule_step(group, rule_params)
             if adamw_params:
                 own_group = group["route"] == "adamw"
                 lr = group["lr"] if own_group else group["adamw_lr"]
-                weight_decay = group["weight_decay"] if own_group else group["adamw_weight_decay"]
+                weight_decay = group.get("weight_decay", 0.0) if own_group else group["adamw_weight_decay"]
                 for p in adamw_params:
                     adamw_update(p, self.state[p], lr, group["adamw_betas"], group["adamw_eps"], weight_decay)
         return loss

@@ -74,7 +74,7 @@ class Muon(MatrixOptimizer):
         if not isinstance(group["nesterov"], bool):
             raise ValueError(f"Invalid nesterov value: {group['nesterov']!r} (expected a bool)")
 
-    def _matrix_step(self, group: dict, params: list[torch.Tensor]) -> None:
+    def _rule_step(self, group: dict, params: list[torch.Tensor]) -> None:
         lr, beta, wd = group["lr"], group["momentum"], group["weight_decay"]
         for p in params:
             grad = p.grad
@@ -91,7 +91,7 @@ class Muon(MatrixOptimizer):
                 # The shape factor goes into the fp32 step size rather than
                 # multiplying the bf16 direction (as torch.optim.Muon does).
                 scale = aspect_factor(view.shape[-2], view.shape[-1])
-            else:  # route="matrix" on a vector: the exact polar factor of diag(x)
+            else:  # route="rule" on a vector: the exact polar factor of diag(x)
                 direction, scale = polar_vector(view), 1.0
             p.mul_(1 - lr * wd)
             p.add_(direction.reshape(p.shape), alpha=-lr * scale)

@@ -94,7 +94,7 @@ class PolarGrad(MatrixOptimizer):
         if not isinstance(group["polar_first"], bool):
             raise ValueError(f"Invalid polar_first value: {group['polar_first']!r} (expected a bool)")
 
-    def _matrix_step(self, group: dict, params: list[torch.Tensor]) -> None:
+    def _rule_step(self, group: dict, params: list[torch.Tensor]) -> None:
         lr, beta, wd = group["lr"], group["momentum"], group["weight_decay"]
         batch_dims = group["batch_dims"]
 

@@ -8,6 +8,7 @@ and which bad hyperparameters must be refused.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,8 @@ from torch.optim import Optimizer
 from discovered.lion import Lion
 from discovered.muon import Muon
 from discovered.polargrad import PolarGrad
+from discovered.program_optimizer import ProgramOptimizer
+from primitives import known
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +39,8 @@ class OptimizerInfo:
     error_inputs: tuple[ErrorInput, ...] = ()
     # Routes non-matrix parameters to a built-in AdamW (route/batch_dims keys).
     matrix: bool = False
+    # Keywords that turn momentum off (the routing test checks a bare step).
+    no_momentum: dict[str, Any] = dataclasses.field(default_factory=dict)
     source: str = "reference"  # or "exported"
 
     def make(self, params, **overrides) -> Optimizer:
@@ -70,11 +75,32 @@ register(OptimizerInfo(
 register(OptimizerInfo(
     "Muon", Muon, {"lr": 0.05, "adamw_lr": 3e-2},
     _MATRIX_ERRORS + (ErrorInput({"ns_steps": 0}, "Invalid ns_steps"),),
-    matrix=True,
+    matrix=True, no_momentum={"momentum": 0.0},
 ))
 register(OptimizerInfo(
     "PolarGrad", PolarGrad, {"lr": 0.2, "adamw_lr": 3e-2},
     _MATRIX_ERRORS + (ErrorInput({"method": "zolo"}, "Invalid method"),
                       ErrorInput({"inner_steps": 0}, "Invalid inner_steps")),
-    matrix=True,
+    matrix=True, no_momentum={"momentum": 0.0},
 ))
+
+# Programs run by the interpreter keep the same contract.
+_PROGRAM_ERRORS = _COMMON_ERRORS[:1] + (
+    ErrorInput({"route": "sideways"}, "Invalid route"),
+    ErrorInput({"constants": {"no_such_constant": 1.0}}, "Invalid constants"),
+)
+for _program, _kwargs, _matrix in [
+    (known.ADAMW, {"lr": 1e-2}, False),
+    (known.LION, {"lr": 3e-3}, False),
+    (known.ADAFACTOR, {"lr": 3e-2}, False),
+    (known.MUON, {"lr": 0.05, "adamw_lr": 3e-2}, True),
+    (known.SHAMPOO, {"lr": 0.3, "adamw_lr": 3e-2}, True),
+]:
+    register(OptimizerInfo(
+        f"Program[{_program.name}]",
+        functools.partial(ProgramOptimizer, program=_program),
+        _kwargs,
+        _PROGRAM_ERRORS + ((ErrorInput({"constants": {"beta": 2.5}}, "Invalid constants"),) if _matrix else ()),
+        matrix=_matrix,
+        no_momentum={"constants": {"beta": 0.0}} if _matrix else {},
+    ))

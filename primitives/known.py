@@ -1,0 +1,178 @@
+"""Well-known optimizers written as programs: the search's warm starts.
+
+Each is the update of the named optimizer with the learning rate outside
+(w <- w - lr u) and decoupled weight decay as a statement. The interpreter
+running them agrees with torch.optim and discovered/ (tests/test_programs.py).
+"""
+
+from __future__ import annotations
+
+from primitives.serialize import parse
+
+SGD = parse("""
+program sgd
+return g
+""")
+
+SGD_MOMENTUM = parse("""
+program sgd_momentum        # torch.optim.SGD(momentum=0.9): m = momentum m + g
+state m: PARAM = 0
+const momentum = 0.9
+m = add_scaled(g, m; momentum)
+return m
+""")
+
+SGD_NESTEROV = parse("""
+program sgd_nesterov        # torch.optim.SGD(momentum=0.9, nesterov=True)
+state m: PARAM = 0
+const momentum = 0.9
+m = add_scaled(g, m; momentum)
+u = add_scaled(g, m; momentum)
+return u
+""")
+
+SIGNSGD = parse("""
+program signsgd
+u = sign(g)
+return u
+""")
+
+SIGNUM = parse("""
+program signum              # sign of an EMA of gradients (Bernstein et al. 2018)
+state m: PARAM = 0
+const beta = 0.9
+m = interp(g, m; beta)
+u = sign(m)
+return u
+""")
+
+RMSPROP = parse("""
+program rmsprop             # torch.optim.RMSprop: g / (sqrt(v) + eps)
+state v: PARAM = 0
+const alpha = 0.99, eps = 1e-08
+g2 = square(g)
+v = interp(g2, v; alpha)
+d = sqrt(v)
+d = add_const(d; eps)
+u = div(g, d)
+return u
+""")
+
+ADAMW = parse("""
+program adamw               # torch.optim.AdamW, bias-corrected moments, decoupled decay
+state m: PARAM = 0, v: PARAM = 0
+const beta1 = 0.9, beta2 = 0.999, eps = 1e-08, wd = 0.01
+m = interp(g, m; beta1)
+g2 = square(g)
+v = interp(g2, v; beta2)
+m_hat = debias(m, t; beta1)
+v_hat = debias(v, t; beta2)
+d = sqrt(v_hat)
+d = add_const(d; eps)
+u = div(m_hat, d)
+u = add_scaled(u, w; wd)
+return u
+""")
+
+ADAFACTOR = parse("""
+program adafactor           # torch.optim.Adafactor with lr <= 1/sqrt(t) (then rho_t = lr)
+state r: ROWVEC = 0, c: COLVEC = 0
+const decay = -0.8, eps1 = 1.1920929e-07, eps1_sq = 1.4210855e-14, d = 1, eps2 = 0.001, wd = 0
+s = abspow(t; decay)        # the EMA weight t^-0.8: the first step takes the new value whole
+gr = row_mean_sq(g)
+r = mix(r, gr, s)
+gc = col_mean_sq(g)
+c = mix(c, gc, s)
+v = factored_second_moment(r, c; eps1)
+n = rsqrt(v; eps1_sq)
+u = mul(g, n)
+u = rms_clip(u; d)
+u = scale_by_param_rms(u, w; eps2)
+u = add_scaled(u, w; wd)
+return u
+""")
+
+LION = parse("""
+program lion                # Chen et al. 2023
+state m: PARAM = 0
+const beta1 = 0.9, beta2 = 0.99, wd = 0
+c = interp(g, m; beta1)
+s = sign(c)
+u = add_scaled(s, w; wd)
+m = interp(g, m; beta2)
+return u
+""")
+
+MUON = parse("""
+program muon                # KellerJordan/Muon: orthogonalised Nesterov momentum
+state m: PARAM = 0
+const beta = 0.95, wd = 0
+m = interp(g, m; beta)
+c = interp(g, m; beta)
+o = polar(c)
+o = aspect_scale(o)
+u = add_scaled(o, w; wd)
+return u
+""")
+
+POLARGRAD = parse("""
+program polargrad           # momentum-first PolarGrad: <M, polar(M)> polar(M)
+state m: PARAM = 0
+const beta = 0.95, wd = 0
+m = interp(g, m; beta)
+p = nuclear_scaled_polar(m)
+u = add_scaled(p, w; wd)
+return u
+""")
+
+POLARGRAD_POLAR_FIRST = parse("""
+program polargrad_polar_first   # momentum of polar factors, scaled by <G, polar(G)>
+state m: PARAM = 0
+const beta = 0.95, wd = 0
+p = polar(g)
+nu = inner(g, p)
+m = interp(p, m; beta)
+u = mul(nu, m)
+u = add_scaled(u, w; wd)
+return u
+""")
+
+SHAMPOO = parse("""
+program shampoo             # AdaGrad-summed Kronecker factors, L^-1/4 M R^-1/4
+state L: ROW = 1e-06 * I, R: COL = 1e-06 * I, m: PARAM = 0
+const beta = 0.9, p = 4, eps = 1e-12
+gl = gram_left(g)
+L = add(L, gl)
+gr = gram_right(g)
+R = add(R, gr)
+m = interp(g, m; beta)
+u = kron_precondition(L, m, R; p, eps)
+return u
+""")
+
+# The Lion paper's raw discovered program (Chen et al. 2023, Program 8), with
+# its clip/arcsin input transform dropped and the lr factor kept as a scale:
+# m / sqrt(m * m) is sign(m), the two interps compose into Lion's beta2
+# (1 - 1.109 * 0.101 ... = 0.99699), and `m = cosh(update)` is dead because
+# the next step assigns m before reading it.
+LION_RAW = parse("""
+program lion_raw
+state m: PARAM = 0, v: PARAM = 0
+const b1 = 0.899, b2 = 1.109, wd = 0.4602, lr_scale = 0.0002
+m = interp(g, v; b1)
+m2 = mul(m, m)
+v = interp(g, m; b2)
+abs_m = sqrt(m2)
+update = div(m, abs_m)
+decay = scale(w; wd)
+update = add(update, decay)
+m = cosh(update)
+u = scale(update; lr_scale)
+return u
+""")
+
+KNOWN_PROGRAMS = {
+    p.name: p
+    for p in (SGD, SGD_MOMENTUM, SGD_NESTEROV, SIGNSGD, SIGNUM, RMSPROP, ADAMW, ADAFACTOR, LION, MUON,
+              POLARGRAD, POLARGRAD_POLAR_FIRST, SHAMPOO)
+}
