@@ -7,6 +7,8 @@ constant below is chosen so that no finite input produces inf or NaN in fp32.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -40,9 +42,8 @@ def mul(a: Tensor, b: Tensor) -> Tensor:
 
 
 def div(a: Tensor, b: Tensor) -> Tensor:
-    """a / b with |b| floored at DIV_FLOOR (sign kept, sign(0) taken as +)."""
-    safe = torch.where(b < 0, torch.clamp(b, max=-DIV_FLOOR), torch.clamp(b, min=DIV_FLOOR))
-    return a / safe
+    """a / b with |b| floored at DIV_FLOOR (sign kept; +0 counts as positive)."""
+    return a / torch.copysign(torch.clamp(torch.abs(b), min=DIV_FLOOR), b)
 
 
 def neg(x: Tensor) -> Tensor:
@@ -116,8 +117,10 @@ def interp(a: Tensor, b: Tensor, beta: float) -> Tensor:
     The momentum building block: m <- interp(g, m, beta) is an EMA of the
     gradient, interp(g, m, beta) after that update is Nesterov's look-ahead
     (Muon), and beta > 1 extrapolates (the Lion paper's raw program used 1.109).
+    Evaluated as lerp(b, a, 1 - beta) = b + (1 - beta)(a - b), the form
+    torch.optim uses for its EMAs (m.lerp_(g, 1 - beta)): the same rounding.
     """
-    return torch.lerp(a, b, beta)
+    return torch.lerp(b, a, 1.0 - beta)
 
 
 def mix(a: Tensor, b: Tensor, s: Tensor) -> Tensor:
@@ -154,10 +157,12 @@ def abspow(x: Tensor, p: float) -> Tensor:
 def debias(x: Tensor, t: Tensor, beta: float) -> Tensor:
     """x / (1 - beta^t): Adam's bias correction of an EMA started at zero.
 
-    beta^t is evaluated in float64 so that 1 - beta^t keeps its digits for
-    beta close to 1 (the same precision as torch.optim's Python-float maths).
+    1 - beta^t is evaluated as -expm1(t log(beta)) with log(beta) in double:
+    subtracting from 1 in float32 would keep only ~3 digits of 1 - 0.999^1.
     The correction is floored at 1 - beta, its value at t = 1: steps count from
     1, and a computed "t" below 1 (0, negative) then stays finite.
     """
-    correction = 1.0 - torch.pow(torch.as_tensor(beta, dtype=torch.float64), t.to(torch.float64))
-    return x / torch.clamp(correction, min=1.0 - beta).to(x.dtype)
+    if beta == 0.0:
+        return x
+    correction = -torch.expm1(t * math.log(beta))
+    return x / torch.clamp(correction, min=1.0 - beta)

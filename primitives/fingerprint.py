@@ -1,12 +1,17 @@
 """Behavioural fingerprint: what a program does on a fixed probe, hashed.
 
 The probe runs a few steps on fixed random gradients for a batch of tall
-5 x 3 matrices and a batch of length-4 vectors, in float64, updating the
+5 x 3 matrices (and, for programs with matrix primitives, a batch of
+length-4 vectors, whose diag(x) semantics differ), in float64, updating the
 parameters with a fixed small learning rate so that the parameter and the
-state feed back. The updates are rounded to ~6 significant digits (binary
-mantissa) and hashed. Programs that compute the same function in different
-ways collide, which the structural hash cannot see: m / sqrt(m * m) and
-sign(m), two chained interps and one, x + x and 2 x.
+state feed back. Gradient entries span four orders of magnitude across
+entries and steps, so that discrete outputs (signs, clips) sit near their
+decision boundaries somewhere and every constant moves some of them; four
+steps let a chain of three state registers reach the output. The updates
+are rounded to ~6 significant digits (binary mantissa) and hashed. Programs
+that compute the same function in different ways collide, which the
+structural hash cannot see: m / sqrt(m * m) and sign(m), two chained interps
+and one, x + x and 2 x.
 """
 
 from __future__ import annotations
@@ -21,9 +26,9 @@ from primitives.interpreter import compile_program
 from primitives.kinds import Layout
 from primitives.library import ALL
 from primitives.primitive import ExecutionOptions, PrimitiveSet
-from primitives.program import Program
+from primitives.program import Program, validate
 
-PROBE_STEPS = 3
+PROBE_STEPS = 4
 PROBE_LR = 1e-2
 PROBE_BATCH = 2
 MATRIX_PROBE = (5, 3)  # non-square: catches transposition mix-ups
@@ -32,34 +37,52 @@ MANTISSA_BITS = 20  # ~6 significant decimal digits
 # Values below this fraction of the largest update count as zero: two ways of
 # computing zero differ by round-off (1e-17), not by behaviour.
 ZERO_FRACTION = 1e-9
+# The probe computes polar factors exactly: the fingerprint is about what a
+# program means (polar(2 X) = polar(X)), and one SVD of a 5 x 3 matrix costs
+# less than Newton-Schulz's 45 small ops.
+PROBE_OPTIONS = ExecutionOptions(polar_backend="svd")
 
 
 @functools.lru_cache(maxsize=2)
-def _probe(layout: Layout) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """(initial parameters, gradient per step) for one layout; fixed forever."""
+def _probe(layout: Layout) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """(initial parameters, gradient per step, step count per step) for one layout; fixed forever."""
     generator = torch.Generator().manual_seed(20230215 + layout.value)
     shape = (PROBE_BATCH, *MATRIX_PROBE) if layout is Layout.MATRIX else (PROBE_BATCH, VECTOR_PROBE)
-    w0 = torch.randn(shape, generator=generator, dtype=torch.float64)
-    grads = [torch.randn(shape, generator=generator, dtype=torch.float64) for _ in range(PROBE_STEPS)]
-    return w0, grads
 
 
-def probe_updates(program: Program, options: ExecutionOptions = ExecutionOptions(),
+    def heavy_tailed() -> torch.Tensor:
+        magnitude = 10.0 ** (3 * torch.rand(shape, generator=generator, dtype=torch.float64) - 2)
+        return magnitude * torch.randn(shape, generator=generator, dtype=torch.float64)
+
+    w0 = heavy_tailed()
+    grads = [heavy_tailed() for _ in range(PROBE_STEPS)]
+    steps = [torch.full((PROBE_BATCH,) + (1,) * layout.core_ndim, float(t), dtype=torch.float64)
+             for t in range(1, PROBE_STEPS + 1)]
+    return w0, grads, steps
+
+
+def probe_updates(program: Program, options: ExecutionOptions = PROBE_OPTIONS,
                   primitive_set: PrimitiveSet = ALL) -> np.ndarray:
     """Every update u of the probe run, flattened (float64)."""
+    validate(program, primitive_set)
+    layouts = (Layout.MATRIX, Layout.VECTOR) if _layout_matters(program, primitive_set) else (Layout.MATRIX,)
     outputs = []
-    for layout in Layout:
-        compiled = compile_program(program, layout, options, primitive_set)
-        w, grads = _probe(layout)
+    for layout in layouts:
+        compiled = compile_program(program, layout, options, primitive_set, validated=True)
+        w, grads, steps = _probe(layout)
         m, n = (MATRIX_PROBE if layout is Layout.MATRIX else (1, VECTOR_PROBE))
         state = compiled.init_state((PROBE_BATCH,), m, n, dtype=torch.float64)
-        for step, g in enumerate(grads, start=1):
-            t = torch.full((PROBE_BATCH,) + (1,) * layout.core_ndim, float(step), dtype=torch.float64)
+        for g, t in zip(grads, steps):
             u, state = compiled.step(g, w, t, state)
             u = torch.broadcast_to(u, w.shape)
             outputs.append(u.reshape(-1))
             w = w - PROBE_LR * u
     return torch.cat(outputs).numpy()
+
+
+def _layout_matters(program: Program, primitive_set: PrimitiveSet) -> bool:
+    """Elementwise ops and element statistics mean the same on a vector as on a matrix."""
+    return any(primitive_set.get(s.op).category in ("matrix", "kronecker", "factored") for s in program.body)
 
 
 def fingerprint_of_values(values: np.ndarray) -> str:
@@ -77,8 +100,8 @@ def fingerprint_of_values(values: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def fingerprint(program: Program, options: ExecutionOptions = ExecutionOptions(),
+def fingerprint(program: Program, options: ExecutionOptions = PROBE_OPTIONS,
                 primitive_set: PrimitiveSet = ALL) -> str:
     """16 hex digits; equal for programs that behave alike on the probe."""
-    with torch.no_grad():
+    with torch.inference_mode():
         return fingerprint_of_values(probe_updates(program, options, primitive_set))

@@ -28,7 +28,7 @@ from primitives.library import ALL
 from primitives.primitive import PrimitiveSet
 from primitives.program import Program
 
-_INPUT_LEAVES = {"g": hash(("input", 1)), "w": hash(("input", 2)), "t": hash(("input", 3))}
+_INPUT_LEAVES = (hash(("input", 1)), hash(("input", 2)), hash(("input", 3)))  # g, w, t
 SIGNIFICANT_DIGITS = 3
 
 
@@ -37,6 +37,7 @@ def _code(text: str) -> int:
     return zlib.crc32(text.encode())
 
 
+@functools.lru_cache(maxsize=65536)
 def round_constant(value: float, perturb: str) -> float:
     """Round to SIGNIFICANT_DIGITS, in the quantity a mutation perturbs (1 - beta for betas)."""
     if perturb == "complement":
@@ -44,32 +45,29 @@ def round_constant(value: float, perturb: str) -> float:
     return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
 
 
-@functools.lru_cache(maxsize=4096)
-def _op_info(primitive_set: PrimitiveSet, op: str) -> tuple[int, bool, tuple[str, ...]]:
-    prim = primitive_set.get(op)
-    return _code(op), prim.commutative, tuple(c.perturb for c in prim.consts)
-
-
 def structural_hash(program: Program, primitive_set: PrimitiveSet = ALL, pruned: bool = False) -> str:
     """16 hex digits. Pass pruned=True if `program` is already pruned."""
     if not pruned:
         program = prune(program)
     constants = program.constant_values
-    statements = []
+    # Registers become list slots: inputs, then state registers, then temporaries.
+    slots = {"g": 0, "w": 1, "t": 2}
+    for decl in program.state:
+        slots[decl.name] = len(slots)
+    code = []
     for stmt in program.body:
-        code, commutative, perturbs = _op_info(primitive_set, stmt.op)
-        consts = tuple(round_constant(constants[c], p) for c, p in zip(stmt.consts, perturbs))
-        statements.append((stmt.out, stmt.args, commutative, hash((code, consts))))
-    states = program.state
-    labels = {s.name: hash((_code(s.kind.value), _code(s.init), s.eps)) for s in states}
-    env: dict[str, int] = {}
-    for _ in range(len(states) + 1):
-        env = dict(_INPUT_LEAVES)
-        env.update((name, hash(("state", label))) for name, label in labels.items())
-        for out, args, commutative, head in statements:
-            arg_hashes = tuple(env[a] for a in args)
-            if commutative:
-                arg_hashes = tuple(sorted(arg_hashes))
-            env[out] = hash((head, arg_hashes))
-        labels = {s.name: hash((_code(s.kind.value), _code(s.init), s.eps, env[s.name])) for s in states}
-    return format(hash((env[program.output], tuple(sorted(labels.values())))) & 0xFFFFFFFFFFFFFFFF, "016x")
+        prim = primitive_set.get(stmt.op)
+        consts = tuple([round_constant(constants[c], spec.perturb) for c, spec in zip(stmt.consts, prim.consts)])
+        args = tuple([slots[a] for a in stmt.args])
+        out = slots.setdefault(stmt.out, len(slots))
+        code.append((out, args, prim.commutative, hash((_code(stmt.op), consts))))
+    kind_keys = [hash((_code(d.kind.value), _code(d.init), d.eps)) for d in program.state]
+    labels = kind_keys
+    env: list[int] = []
+    for _ in range(len(kind_keys) + 1):
+        env = [*_INPUT_LEAVES, *(hash(("state", label)) for label in labels)] + [0] * (len(slots) - 3 - len(labels))
+        for out, args, commutative, head in code:
+            arg_hashes = tuple([env[i] for i in args])
+            env[out] = hash((head, tuple(sorted(arg_hashes)) if commutative else arg_hashes))
+        labels = [hash((key, env[3 + i])) for i, key in enumerate(kind_keys)]
+    return format(hash((env[slots[program.output]], tuple(sorted(labels)))) & 0xFFFFFFFFFFFFFFFF, "016x")

@@ -64,9 +64,11 @@ def compile_program(
     layout: Layout,
     options: ExecutionOptions = ExecutionOptions(),
     primitive_set: PrimitiveSet = ALL,
+    validated: bool = False,
 ) -> CompiledProgram:
-    """Validate, then bind every statement's function for `layout`."""
-    validate(program, primitive_set)
+    """Bind every statement's function for `layout` (validating first unless `validated`)."""
+    if not validated:
+        validate(program, primitive_set)
     slots: dict[str, int] = {name: i for i, name in enumerate(INPUTS)}  # g, w, t -> 0, 1, 2
     for decl in program.state:
         slots[decl.name] = len(slots)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import enum
 
 
-class Kind(enum.Enum):
+class Kind(str, enum.Enum):  # str mixin: C-level hashing, cheap in the validator's memo keys
     SCALAR = "scalar"
     PARAM = "param"
     ROW = "row"

@@ -161,13 +161,26 @@ class Primitive:
         consts = "".join(f"; {c.name} in {c.interval()}" for c in self.consts)
         return f"{self.name}({rule}{consts})"
 
+    @functools.cached_property
+    def _kinds_seen(self) -> dict[tuple[Kind, ...], Kind | KindError]:
+        """result_kind's memo: validation asks the same few questions all day."""
+        return {}
+
     def result_kind(self, kinds: tuple[Kind, ...]) -> Kind:
-        if len(kinds) != self.arity:
-            raise KindError(f"{self.name} takes {self.arity} argument(s), got {len(kinds)}")
-        try:
-            return self.kind_rule(kinds)
-        except KindError as exc:
-            raise KindError(f"{self.name}: {exc}") from None
+        """The kind of this primitive applied to `kinds`; KindError if it does not apply."""
+        answer = self._kinds_seen.get(kinds)
+        if answer is None:
+            if len(kinds) != self.arity:
+                answer = KindError(f"{self.name} takes {self.arity} argument(s), got {len(kinds)}")
+            else:
+                try:
+                    answer = self.kind_rule(kinds)
+                except KindError as exc:
+                    answer = KindError(f"{self.name}: {exc}")
+            self._kinds_seen[kinds] = answer
+        if isinstance(answer, KindError):
+            raise KindError(*answer.args)
+        return answer
 
     def bind(
         self,
@@ -197,9 +210,12 @@ class UnknownPrimitiveError(KeyError):
         return str(self.args[0])
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # identity equality: cheap to hash
 class PrimitiveSet:
-    """An ordered, named collection of primitives (the search's vocabulary)."""
+    """An ordered, named collection of primitives (the search's vocabulary).
+
+    Two sets with the same contents have the same `version`.
+    """
 
     name: str
     primitives: tuple[Primitive, ...]

@@ -71,11 +71,18 @@ class UnreachableOutputError(ProgramError):
     """The output register is never defined."""
 
 
+_VALID_NAMES: set[str] = set()  # names already checked (the search checks the same few names all day)
+
+
 def check_name(name: object, what: str) -> str:
+    if isinstance(name, str) and name in _VALID_NAMES:
+        return name
     if not isinstance(name, str) or not _NAME.match(name) or keyword.iskeyword(name):
         raise MalformedProgramError(
             f"invalid {what} name {name!r}: names are identifiers of letters, digits and _ (at most 64), not keywords"
         )
+    if len(_VALID_NAMES) < 100_000:
+        _VALID_NAMES.add(name)
     return name
 
 
@@ -93,7 +100,7 @@ class StateDecl:
     eps: float = 0.0  # the scale of "eye"
 
     def text(self) -> str:
-        start = "0" if self.init == "zeros" else f"{self.eps:g} * I"
+        start = "0" if self.init == "zeros" else f"{self.eps!r} * I"
         return f"{self.name}: {self.kind} = {start}"
 
 
@@ -138,7 +145,8 @@ class Program:
         if self.state:
             lines.append("  state " + ", ".join(s.text() for s in self.state))
         if self.constants:
-            lines.append("  const " + ", ".join(f"{k} = {v:.6g}" for k, v in self.constants))
+            # repr: the shortest text that reads back as the same float
+            lines.append("  const " + ", ".join(f"{k} = {v!r}" for k, v in self.constants))
         lines += [f"  {s.text()}" for s in self.body]
         lines.append(f"  return {self.output}")
         return "\n".join(lines)
@@ -192,13 +200,25 @@ def _check_structure(program: Program) -> None:
         raise MalformedProgramError("a constant is declared twice")
     check_name(program.output, "output")
     for index, stmt in enumerate(program.body):
-        check_name(stmt.out, "register")
-        for a in stmt.args:
-            check_name(a, "register")
-        for c in stmt.consts:
-            check_name(c, "constant")
-        if stmt.out in INPUTS:
-            raise MalformedProgramError(f"{_where(index, stmt)}: the input {stmt.out!r} cannot be assigned")
+        if stmt not in _WELL_FORMED:
+            _check_statement(index, stmt)
+
+
+_WELL_FORMED: set[Statement] = set()  # statements whose names were checked
+
+
+def _check_statement(index: int, stmt: Statement) -> None:
+    if not isinstance(stmt, Statement) or not isinstance(stmt.args, tuple) or not isinstance(stmt.consts, tuple):
+        raise MalformedProgramError(f"statement {index + 1} is not a Statement with tuple args and consts")
+    check_name(stmt.out, "register")
+    for a in stmt.args:
+        check_name(a, "register")
+    for c in stmt.consts:
+        check_name(c, "constant")
+    if stmt.out in INPUTS:
+        raise MalformedProgramError(f"{_where(index, stmt)}: the input {stmt.out!r} cannot be assigned")
+    if len(_WELL_FORMED) < 100_000:
+        _WELL_FORMED.add(stmt)
 
 
 def validate(program: Program, primitive_set: PrimitiveSet = ALL) -> Analysis:
