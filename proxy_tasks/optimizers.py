@@ -1,0 +1,149 @@
+"""Any optimizer as a proxy-task contender: by name, with keywords, or as a program.
+
+    parse_optimizer("AdamW")                      torch.optim.AdamW, defaults
+    parse_optimizer("SGD:momentum=0.9")           torch.optim.SGD with keywords
+    parse_optimizer("Lion")                       discovered.Lion (any registry name)
+    parse_optimizer("program:muon")               a known program, run by the interpreter
+    parse_optimizer("path/to/program.json")       a program file
+    OptimizerSpec.for_program(program)            a Program object
+
+Only the learning rate is tuned; everything else keeps the optimizer's
+defaults (or the keywords given). Muon-style optimizers (with a built-in AdamW
+for non-matrix parameters) get the task's tuned AdamW learning rate for those
+parameters, with torch.optim.AdamW's coefficients, so that the comparison is
+about the matrix rule alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+from primitives.program import Program, ProgramError
+
+# torch.optim classes that act coordinate by coordinate, so a stack of seeds
+# (a leading batch dimension) is trained exactly as the seeds would be alone.
+ELEMENTWISE_TORCH = {"SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adamax", "NAdam", "RAdam", "Adadelta", "ASGD"}
+# The aux AdamW of Muon-style optimizers uses torch.optim.AdamW's defaults.
+AUX_ADAMW = {"adamw_betas": (0.9, 0.999), "adamw_eps": 1e-8, "adamw_weight_decay": 0.01}
+ALIASES = {"SGDM": ("SGD", {"momentum": 0.9}), "SGD-Nesterov": ("SGD", {"momentum": 0.9, "nesterov": True})}
+
+
+class UnknownOptimizerError(ValueError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+    name: str
+    factory: Callable[..., Optimizer]
+    kwargs: tuple[tuple[str, Any], ...] = ()
+    routes: bool = False  # a MatrixOptimizer: takes route / batch_dims / adamw_* group keys
+    batchable: bool = True  # trains stacked seeds correctly
+    program: Program | None = None
+
+    @classmethod
+    def for_program(cls, program: Program, name: str | None = None, **kwargs) -> OptimizerSpec:
+        from discovered.program_optimizer import ProgramOptimizer
+
+        return cls(name or f"program:{program.name or 'unnamed'}", functools.partial(ProgramOptimizer, program=program),
+                   tuple(sorted(kwargs.items())), routes=True, program=program)
+
+    def make(self, named_params: dict[str, torch.nn.Parameter], adamw_names: tuple[str, ...], lr: float,
+             aux_lr: float, batch_dims: int, device: torch.device | str = "cpu") -> Optimizer:
+        kwargs = dict(self.kwargs)
+        if not self.routes:
+            return self.factory(list(named_params.values()), lr=lr, **kwargs)
+        if "ns_dtype" in _parameters(self.factory) and "ns_dtype" not in kwargs and torch.device(device).type == "cpu":
+            # bf16 matmuls have no fast kernel on most CPUs (BENCHMARKS.md): 16x slower for no benefit
+            kwargs["ns_dtype"] = "float32"
+        common = {"batch_dims": batch_dims, "adamw_lr": aux_lr, **AUX_ADAMW}
+        rule = [p for n, p in named_params.items() if n not in adamw_names]
+        aux = [p for n, p in named_params.items() if n in adamw_names]
+        groups = [{"params": rule, **common}]
+        if aux:
+            groups.append({"params": aux, **common, "route": "adamw", "lr": aux_lr, "weight_decay": 0.01})
+        return self.factory(groups, lr=lr, **kwargs)
+
+
+def _parameters(factory) -> set[str]:
+    target = factory.func if isinstance(factory, functools.partial) else factory
+    try:
+        return set(inspect.signature(target).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+def _parse_value(text: str) -> Any:
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _parse_kwargs(text: str, name: str) -> dict[str, Any]:
+    kwargs = {}
+    for part in filter(None, text.split(",")):
+        key, sep, value = part.partition("=")
+        if not sep or not key.isidentifier():
+            raise UnknownOptimizerError(f"bad keyword {part!r} in {name!r}: expected key=value")
+        kwargs[key] = _parse_value(value)
+    return kwargs
+
+
+def known_names() -> list[str]:
+    from discovered import REGISTRY
+
+    torch_names = [n for n, c in vars(torch.optim).items()
+                   if isinstance(c, type) and issubclass(c, Optimizer) and c is not Optimizer]
+    return sorted(set(REGISTRY) | set(torch_names) | set(ALIASES))
+
+
+def parse_optimizer(text: str) -> OptimizerSpec:
+    """An OptimizerSpec from a command-line name (see the module docstring)."""
+    from discovered import REGISTRY
+    from discovered._contract import MatrixOptimizer
+    from primitives.known import KNOWN_PROGRAMS
+    from primitives.serialize import load
+
+    name, _, keywords = text.partition(":")
+    if name == "program":
+        if keywords not in KNOWN_PROGRAMS:
+            raise UnknownOptimizerError(f"unknown program {keywords!r}; known: {', '.join(sorted(KNOWN_PROGRAMS))}")
+        return OptimizerSpec.for_program(KNOWN_PROGRAMS[keywords])
+    if text.endswith((".json", ".txt")) or Path(text).is_file():
+        try:
+            return OptimizerSpec.for_program(load(text), name=Path(text).stem)
+        except ProgramError as exc:
+            raise UnknownOptimizerError(f"cannot use program file {text}: {exc}") from None
+    kwargs = _parse_kwargs(keywords, text)
+    if name in ALIASES:
+        name, alias_kwargs = ALIASES[name]
+        kwargs = {**alias_kwargs, **kwargs}
+    if name in REGISTRY:
+        info = REGISTRY[name]
+        cls = info.cls.func if isinstance(info.cls, functools.partial) else info.cls
+        routes = isinstance(cls, type) and issubclass(cls, MatrixOptimizer)
+        return OptimizerSpec(text, info.cls, tuple(sorted(kwargs.items())), routes=routes, batchable=True)
+    cls = getattr(torch.optim, name, None)
+    if isinstance(cls, type) and issubclass(cls, Optimizer) and cls is not Optimizer:
+        return OptimizerSpec(text, cls, tuple(sorted(kwargs.items())), batchable=name in ELEMENTWISE_TORCH)
+    import difflib
+
+    close = difflib.get_close_matches(name, known_names(), n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise UnknownOptimizerError(
+        f"unknown optimizer {text!r}.{hint} Valid: {', '.join(known_names())}, program:NAME, or a program file."
+    )

@@ -1,0 +1,151 @@
+"""Train a task with an optimizer: several seeds side by side when possible.
+
+Every run follows the same schedule: the learning rate warms up linearly over
+the first 5% of steps and then decays to zero along a cosine. With a
+constant rate the final loss mostly measures the noise floor that rate
+leaves (and a tuned rate sits near the edge of stability, where it differs
+from seed to seed); annealed, it measures progress, as in real training.
+
+With `batched` (the default when both the task and the optimizer allow it),
+the seeds' parameters are stacked along a leading dimension and the task's
+pure loss runs under torch.func.vmap; the optimizer is told that dimension is
+a batch (batch_dims=1), so each seed is updated as if alone. Otherwise seeds
+run one after another. Either way each seed draws its own minibatches from its
+own generator, so a seed's run does not depend on which seeds run with it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from torch import Tensor
+
+from proxy_tasks.optimizers import OptimizerSpec
+from proxy_tasks.task import CURVE_POINTS, DIVERGENCE_FACTOR, TAIL_FRACTION, RunResult, Task, generator
+
+
+def _to(tensors: dict[str, Tensor], device) -> dict[str, Tensor]:
+    return {k: v.to(device) for k, v in tensors.items()}
+
+
+def _stack(dicts: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    return {k: torch.stack([d[k] for d in dicts]) for k in dicts[0]}
+
+
+def _downsample(curve: Tensor, points: int = CURVE_POINTS) -> list[tuple[float, ...]]:
+    """(seeds, steps) -> per seed, the mean of each of <= `points` windows of steps."""
+    seeds, steps = curve.shape
+    windows = torch.tensor_split(curve, min(points, steps), dim=1)
+    means = torch.stack([w.mean(dim=1) for w in windows], dim=1)
+    return [tuple(row) for row in means.tolist()]
+
+
+WARMUP_FRACTION = 0.05
+
+
+def lr_factor(step: int, steps: int) -> float:
+    """Multiplier of the learning rate at `step` (0-based) of `steps`: warmup, then cosine to 0."""
+    warmup = max(1, round(WARMUP_FRACTION * steps))
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def minibatch_indices(task: Task, data: dict[str, Tensor], seed: int) -> Tensor | None:
+    """(steps, batch) example indices for one seed, or None for full-batch tasks."""
+    if task.batch_size is None:
+        return None
+    return torch.randint(task.example_count(data), (task.steps, task.batch_size), generator=generator(seed, salt=1))
+
+
+def train(
+    task: Task,
+    spec: OptimizerSpec,
+    lr: float,
+    seeds: tuple[int, ...],
+    device: str = "cpu",
+    aux_lr: float = 1e-3,
+    batched: bool | None = None,
+) -> list[RunResult]:
+    """One run per seed at learning rate `lr`."""
+    if batched is None:
+        batched = spec.batchable
+    if not batched:
+        return [r for seed in seeds for r in _train(task, spec, lr, (seed,), device, aux_lr, stacked=False)]
+    return _train(task, spec, lr, seeds, device, aux_lr, stacked=True)
+
+
+def _train(task, spec, lr, seeds, device, aux_lr, stacked: bool) -> list[RunResult]:
+    start = time.perf_counter()
+    datas = [task.data(s) for s in seeds]
+    indices = [minibatch_indices(task, d, s) for d, s in zip(datas, seeds)]
+    inits = [task.init(s) for s in seeds]
+    if stacked:
+        data = _to(_stack(datas), device)
+        params = {k: torch.nn.Parameter(v) for k, v in _to(_stack(inits), device).items()}
+        index = None if indices[0] is None else torch.stack(indices).to(device)  # (seeds, steps, batch)
+        loss_fn = torch.func.vmap(task.loss)
+        sample_fn = torch.func.vmap(task.sample)
+    else:
+        data = _to(datas[0], device)
+        params = {k: torch.nn.Parameter(v) for k, v in _to(inits[0], device).items()}
+        index = None if indices[0] is None else indices[0].to(device)
+        loss_fn = lambda p, b: task.loss(p, b).unsqueeze(0)  # noqa: E731 -- shape (1,) like the stacked case
+        sample_fn = task.sample
+    optimizer = spec.make(params, task.adamw_params, lr, aux_lr, batch_dims=1 if stacked else 0, device=device)
+    # Every learning rate in every group follows the schedule (a Muon-style
+    # optimizer's built-in AdamW too).
+    scheduled = [(group, key, group[key]) for group in optimizer.param_groups for key in ("lr", "adamw_lr")
+                 if key in group]
+
+    n = len(seeds)
+    curve = torch.full((n, task.steps), math.nan, dtype=torch.float64)
+    diverged_at: list[int | None] = [None] * n
+    first: list[float] = []
+    for step in range(task.steps):
+        if index is None:
+            batch = data
+        else:
+            batch = sample_fn(data, index[:, step] if stacked else index[step])
+        optimizer.zero_grad(set_to_none=True)
+        losses = loss_fn(params, batch)
+        losses.sum().backward()
+        values = losses.detach().double().cpu()
+        curve[:, step] = values
+        if step == 0:
+            first = [abs(v) + 1e-12 for v in values.tolist()]
+        for i, value in enumerate(values.tolist()):
+            if diverged_at[i] is None and not (math.isfinite(value) and value <= DIVERGENCE_FACTOR * first[i]):
+                diverged_at[i] = step
+        if all(d is not None for d in diverged_at):
+            break
+        factor = lr_factor(step, task.steps)
+        for group, key, base in scheduled:
+            group[key] = base * factor
+        optimizer.step()
+
+    with torch.no_grad():
+        if stacked:
+            train_losses = torch.func.vmap(task.train_loss)(params, data)
+            eval_losses = torch.func.vmap(task.eval_loss)(params, data)
+        else:
+            train_losses = task.train_loss(params, data).unsqueeze(0)
+            eval_losses = task.eval_loss(params, data).unsqueeze(0)
+    seconds = time.perf_counter() - start
+    tail = curve[:, -max(1, round(TAIL_FRACTION * task.steps)):].mean(dim=1)
+    results = []
+    for i, seed in enumerate(seeds):
+        values = [float(tail[i]), float(eval_losses[i]), float(train_losses[i])]
+        if diverged_at[i] is None and not all(math.isfinite(v) for v in values):
+            diverged_at[i] = task.steps
+        if diverged_at[i] is not None:
+            values = [math.inf] * 3
+        results.append(RunResult(
+            seed=seed, lr=lr, train_loss=values[0], eval_loss=values[1],
+            curve=_downsample(curve[i : i + 1].nan_to_num(nan=math.inf))[0], diverged_step=diverged_at[i],
+            seconds=seconds, final_loss=values[2],
+        ))
+    return results
