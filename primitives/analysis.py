@@ -58,8 +58,14 @@ def complexity(program: Program, primitive_set: PrimitiveSet = ALL) -> float:
 
 
 def state_buffers(program: Program) -> int:
-    """Optimizer memory: the state registers whose value is carried between steps."""
-    return len(live_mask(program)[1])
+    """Optimizer memory: state registers whose value is carried between steps.
+
+    A register that is read but never written holds its initial value for
+    ever: a constant, not a buffer.
+    """
+    mask, carried = live_mask(program)
+    written = {s.out for s, keep in zip(program.body, mask) if keep}
+    return len(carried & written)
 
 
 def uses_matrix_primitives(program: Program, primitive_set: PrimitiveSet = ALL) -> bool:

@@ -62,10 +62,15 @@ def _probe(layout: Layout) -> tuple[torch.Tensor, list[torch.Tensor], list[torch
 
 
 def probe_updates(program: Program, options: ExecutionOptions = PROBE_OPTIONS,
-                  primitive_set: PrimitiveSet = ALL) -> np.ndarray:
-    """Every update u of the probe run, flattened (float64)."""
+                  primitive_set: PrimitiveSet = ALL, layouts: tuple[Layout, ...] | None = None) -> np.ndarray:
+    """Every update u of the probe run, flattened (float64), step after step.
+
+    layouts: which probes to run (default: the matrix probe, and the vector
+    probe too when the program has matrix primitives).
+    """
     validate(program, primitive_set)
-    layouts = (Layout.MATRIX, Layout.VECTOR) if _layout_matters(program, primitive_set) else (Layout.MATRIX,)
+    if layouts is None:
+        layouts = (Layout.MATRIX, Layout.VECTOR) if _layout_matters(program, primitive_set) else (Layout.MATRIX,)
     outputs = []
     for layout in layouts:
         compiled = compile_program(program, layout, options, primitive_set, validated=True)

@@ -65,29 +65,39 @@ class BaselineCache:
     def __init__(self, path: str | Path | None):
         self.path = Path(path) if path is not None else None
         self._entries: dict[str, dict] = {}
+        self._load()
+
+    @staticmethod
+    def key(task: Task, seeds: tuple[int, ...], device: str, protocol: TuningProtocol) -> str:
+        return f"{task.key}|seeds={list(seeds)}|device={device}|{protocol}|baseline={BASELINE}"
+
+    def _load(self) -> None:
         if self.path is not None and self.path.exists():
             try:
                 self._entries = json.loads(self.path.read_text())
             except (OSError, json.JSONDecodeError):
                 self._entries = {}  # a damaged cache is only a cache: recompute
 
-    @staticmethod
-    def key(task: Task, seeds: tuple[int, ...], device: str, protocol: TuningProtocol) -> str:
-        return f"{task.key}|seeds={list(seeds)}|device={device}|{protocol}|baseline={BASELINE}"
-
     def get(self, task: Task, seeds, device, protocol) -> TuneResult | None:
-        entry = self._entries.get(self.key(task, seeds, device, protocol))
+        key = self.key(task, seeds, device, protocol)
+        if key not in self._entries:
+            self._load()  # another process (the search's coordinator) may have added it since
+        entry = self._entries.get(key)
         if entry is None:
             return None
         runs = {float(lr): tuple(RunResult.from_dict(r) for r in results) for lr, results in entry["runs"]}
         return TuneResult(entry["best_lr"], entry["centre"], runs)
 
     def put(self, task: Task, seeds, device, protocol, result: TuneResult) -> None:
-        self._entries[self.key(task, seeds, device, protocol)] = {
+        self.put_entry(self.key(task, seeds, device, protocol), {
             "best_lr": result.best_lr,
             "centre": result.centre,
             "runs": [[lr, [r.to_dict() for r in results]] for lr, results in result.runs.items()],
-        }
+        })
+
+    def put_entry(self, key: str, entry: dict) -> None:
+        self._load()  # keep what others wrote
+        self._entries[key] = entry
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".baselines-")

@@ -42,6 +42,45 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search_config(args: argparse.Namespace, overrides: list[str]):
+    from search import config
+
+    flags = []
+    for name, key in (("max_evals", "stop.max_evals"), ("seed", "seed"), ("workers", "workers.workers")):
+        if getattr(args, name) is not None:
+            flags.append(f"{key}={getattr(args, name)}")
+    return config.load(args.preset, args.config, flags + overrides)
+
+
+def _run(args: argparse.Namespace, overrides: list[str]) -> int:
+    from search import engine
+    from search.display import Display
+
+    config = _search_config(args, overrides)
+    result = engine.run(config, run_dir=args.run_dir, tracker=_tracker(config), display=Display())
+    return 0 if result.stopped_by != "interrupted" else 130
+
+
+def _resume(args: argparse.Namespace, overrides: list[str]) -> int:
+    from search import engine
+    from search.display import Display
+
+    flags = [f"stop.max_evals={args.max_evals}"] if args.max_evals is not None else []
+    result = engine.resume(args.run_dir, flags + overrides, tracker_factory=_tracker, display=Display())
+    return 0 if result.stopped_by != "interrupted" else 130
+
+
+def _tracker(config):
+    return None
+
+
+def _show(args: argparse.Namespace) -> int:
+    from search import report
+
+    print(report.summary(args.run_dir))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from search import demo
 
@@ -76,15 +115,40 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--baseline-cache", default=None, help="baseline cache file (default ~/.cache/optsearch)")
     bench.set_defaults(handler=_bench)
 
+    run = commands.add_parser("run", help="start a search",
+                              epilog="Any config value can be set as --section.key=value, e.g. --evolution.population=64.")
+    run.add_argument("--preset", default="quickstart", help="smoke, quickstart, lion-space or matrix-space")
+    run.add_argument("--config", default=None, help="a TOML file applied on top of the preset")
+    run.add_argument("--max-evals", type=int, default=None, help="candidates to evaluate")
+    run.add_argument("--seed", type=int, default=None)
+    run.add_argument("--workers", type=int, default=None, help="worker processes")
+    run.add_argument("--run-dir", default=None, help="this run's directory (default runs/<preset>-<time>)")
+    run.set_defaults(handler=_run, takes_overrides=True)
+
+    resume = commands.add_parser("resume", help="continue a search from its run directory")
+    resume.add_argument("run_dir", metavar="RUN_DIR")
+    resume.add_argument("--max-evals", type=int, default=None, help="raise the budget")
+    resume.set_defaults(handler=_resume, takes_overrides=True)
+
+    show = commands.add_parser("show", help="a run's hall of fame and statistics")
+    show.add_argument("run_dir", metavar="RUN_DIR")
+    show.set_defaults(handler=_show)
+
     demo = commands.add_parser("demo", help="train a small matrix problem with AdamW, Lion, Muon and PolarGrad")
     demo.set_defaults(handler=_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "takes_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    bad = [item for item in extra if not (item.startswith("--") and "=" in item)]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)} (config values are --section.key=value)")
     try:
-        return args.handler(args)
+        return args.handler(args, extra) if getattr(args, "takes_overrides", False) else args.handler(args)
     except BrokenPipeError:  # `optsearch ... | head`
         sys.stderr.close()
         return 0
@@ -100,8 +164,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from primitives.program import ProgramError
     from proxy_tasks.optimizers import UnknownOptimizerError
     from proxy_tasks.registry import UnknownTaskError
+    from search.config import ConfigError
+    from search.run_store import RunDirError
 
-    return (ProgramError, UnknownOptimizerError, UnknownTaskError)
+    return (ProgramError, UnknownOptimizerError, UnknownTaskError, ConfigError, RunDirError)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,318 @@
+"""Search configuration: frozen dataclasses, one source of truth for every default.
+
+A configuration comes from a named preset (search/presets/NAME.toml), an
+optional TOML file on top of it, and command-line overrides on top of that:
+
+    optsearch run --preset quickstart --config mine.toml --evolution.population=64
+
+Unknown sections and keys are errors with a "did you mean" hint; values are
+converted to the field's type and checked. The resolved configuration is
+saved in the run directory (config.json) and a resumed run reads it back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value, key or file is not acceptable."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EvolutionConfig:
+    """Regularized (aging) evolution with tournament selection (Real et al. 2019)."""
+
+    population: int = 100  # the oldest individual dies when a child would exceed this
+    tournament: int = 4  # individuals sampled per selection; the best becomes the parent
+    warm_start: tuple[str, ...] = ("adamw",)  # known program names or program files
+    primitive_set: str = "all"  # a built-in set, or "package.module:NAME" (a plugin)
+    max_statements: int = 24
+    max_state: int = 4  # state registers a program may carry (optimizer memory)
+    max_attempts: int = 200  # re-mutations allowed to find a valid, structurally new child
+    plateau: int = 0  # restart from the best after this many evaluations without improvement (0: never)
+
+    def check(self) -> None:
+        _positive("evolution.population", self.population)
+        _positive("evolution.tournament", self.tournament)
+        _positive("evolution.max_statements", self.max_statements)
+        _positive("evolution.max_attempts", self.max_attempts)
+        _at_least("evolution.max_state", self.max_state, 0)
+        _at_least("evolution.plateau", self.plateau, 0)
+        if not self.warm_start:
+            raise ConfigError("evolution.warm_start needs at least one program")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationConfig:
+    """How candidates are scored: the funnel of proxy tasks, or behaviour (tests)."""
+
+    kind: str = "proxy_tasks"  # or "behaviour": distance to `target` on the fingerprint probe
+    cheap_tasks: str = "tier0"  # task selection (proxy_tasks.registry.select_tasks)
+    full_tasks: str = "all"
+    held_out_tasks: str = "held-out"
+    hurdle: float = -1.0  # cheap-tier score a candidate must reach to train on the rest
+    seeds: int = 3
+    step_fraction: float = 1.0  # scales every task's number of steps (smoke runs)
+    lr_extensions: int = 2  # tuning budget (proxy_tasks.tuning.TuningProtocol)
+    lr_refine: bool = True
+    polar_backend: str = "ns"
+    device: str = "cpu"
+    timeout: float = 900.0  # seconds per candidate before its worker is killed
+    meta_every: int = 25  # evaluations between held-out scoring of the hall of fame (0: never)
+    target: str = "lion"  # behaviour: a known program name or file
+    target_constants: tuple[tuple[str, float], ...] = ()  # behaviour: constants of the target
+    baseline_cache: str = ""  # "" = ~/.cache/optsearch/baselines.json
+
+    def check(self) -> None:
+        _choice("evaluation.kind", self.kind, ("proxy_tasks", "behaviour"))
+        _positive("evaluation.seeds", self.seeds)
+        if not 0 < self.step_fraction <= 1:
+            raise ConfigError(f"evaluation.step_fraction must be in (0, 1], got {self.step_fraction}")
+        _at_least("evaluation.lr_extensions", self.lr_extensions, 0)
+        _choice("evaluation.polar_backend", self.polar_backend, ("ns", "polar_express", "qdwh", "svd"))
+        if self.timeout <= 0:
+            raise ConfigError(f"evaluation.timeout must be positive, got {self.timeout}")
+        _at_least("evaluation.meta_every", self.meta_every, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkersConfig:
+    workers: int = 2  # long-lived worker processes (one torch thread each on CPU)
+    serial: bool = False  # evaluate in the coordinator, one at a time: deterministic
+    memory_gb: float = 8.0  # address-space limit per worker (0: none); a big allocation fails cleanly
+
+    def check(self) -> None:
+        _positive("workers.workers", self.workers)
+        _at_least("workers.memory_gb", self.memory_gb, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class StopConfig:
+    max_evals: int = 200  # candidates evaluated (trained or failed), warm starts included
+    wall_time: float = 0.0  # seconds (0: no limit)
+    target_score: float | None = None
+
+    def check(self) -> None:
+        _positive("stop.max_evals", self.max_evals)
+        _at_least("stop.wall_time", self.wall_time, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class PersistenceConfig:
+    run_dir: str = "runs"  # the parent folder of runs/<run_id>/
+    run_id: str = ""  # "" = <preset>-<UTC time>
+    checkpoint_every: int = 10  # evaluations between checkpoints
+
+    def check(self) -> None:
+        _positive("persistence.checkpoint_every", self.checkpoint_every)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackingConfig:
+    enabled: bool = True
+    uri: str = ""  # "" = MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory
+    experiment: str = ""  # "" = optsearch-<preset>
+
+    def check(self) -> None:
+        pass
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    preset: str = "custom"
+    seed: int = 0
+    evolution: EvolutionConfig = EvolutionConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    workers: WorkersConfig = WorkersConfig()
+    stop: StopConfig = StopConfig()
+    persistence: PersistenceConfig = PersistenceConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    def check(self) -> SearchConfig:
+        for section in SECTIONS:
+            getattr(self, section).check()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """Identity of what the search does (a resumed run must match it)."""
+        data = self.to_dict()
+        for volatile in ("stop", "persistence", "tracking", "workers"):
+            data.pop(volatile)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+SECTIONS = ("evolution", "evaluation", "workers", "stop", "persistence", "tracking")
+TOP_LEVEL = ("preset", "seed")
+
+# ---------------------------------------------------------------------------
+# Checks
+
+
+def _positive(name: str, value: int | float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {value}")
+
+
+def _at_least(name: str, value: int | float, low: int | float) -> None:
+    if value < low:
+        raise ConfigError(f"{name} must be >= {low}, got {value}")
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+# ---------------------------------------------------------------------------
+# Building a config from dicts (TOML, JSON, overrides)
+
+
+def _did_you_mean(name: str, options) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; valid: {', '.join(options)}"
+
+
+def _convert(value: Any, annotation: Any, where: str) -> Any:
+    """A TOML/JSON/command-line value as the field's type."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        return _convert(value, options[0], where)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if annotation in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        try:
+            number = annotation(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} must be {'an integer' if annotation is int else 'a number'}, got {value!r}") from None
+        if annotation is int and isinstance(value, float) and value != number:
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return number
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        inner = typing.get_args(annotation)[0]
+        if typing.get_origin(inner) is tuple:  # (name, value) pairs, given as a table or "a=1,b=2"
+            if isinstance(value, dict):
+                value = list(value.items())
+            pairs = []
+            for item in value:
+                if isinstance(item, str):
+                    key, sep, number = item.partition("=")
+                    if not sep:
+                        raise ConfigError(f"{where}: expected name=value, got {item!r}")
+                    item = (key.strip(), number)
+                pairs.append((str(item[0]), _convert(item[1], float, f"{where}.{item[0]}")))
+            return tuple(pairs)
+        return tuple(_convert(v, inner, f"{where}[]") for v in value)
+    raise ConfigError(f"{where}: unsupported type {annotation!r}")  # pragma: no cover
+
+
+def _section(cls, values: dict[str, Any], base, where: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"[{where}] must be a table, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    changes = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise ConfigError(f"unknown key {where}.{key}{_did_you_mean(key, hints)}")
+        changes[key] = _convert(value, hints[key], f"{where}.{key}")
+    return dataclasses.replace(base, **changes)
+
+
+def merge(config: SearchConfig, data: dict[str, Any], origin: str = "config") -> SearchConfig:
+    """`config` with the values of a nested dict (as TOML gives) applied."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: expected a table of sections")
+    changes: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in SECTIONS:
+            section_cls = type(getattr(config, key))
+            changes[key] = _section(section_cls, value, getattr(config, key), key)
+        elif key in TOP_LEVEL:
+            changes[key] = _convert(value, typing.get_type_hints(SearchConfig)[key], key)
+        else:
+            raise ConfigError(f"{origin}: unknown section or key {key!r}{_did_you_mean(key, SECTIONS + TOP_LEVEL)}")
+    return dataclasses.replace(config, **changes)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """["evolution.population=64", "seed=3"] -> {"evolution": {"population": "64"}, "seed": "3"}."""
+    data: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.lstrip("-").partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} must look like --section.key=value")
+        section, dot, name = key.partition(".")
+        if dot:
+            data.setdefault(section, {})
+            if not isinstance(data[section], dict):
+                raise ConfigError(f"override {item!r}: {section} is not a section")
+            data[section][name] = value
+        else:
+            data[key] = value
+    return data
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("search").joinpath("presets").iterdir() if p.name.endswith(".toml"))
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def load(preset: str | None = "smoke", config_file: str | Path | None = None,
+         overrides: list[str] | dict | None = None) -> SearchConfig:
+    """Preset, then file, then overrides; checked."""
+    config = SearchConfig()
+    if preset is not None:
+        if preset not in preset_names():
+            raise ConfigError(f"unknown preset {preset!r}{_did_you_mean(preset, preset_names())}")
+        text = resources.files("search").joinpath("presets", f"{preset}.toml").read_text()
+        config = merge(config, tomllib.loads(text), f"preset {preset}")
+        config = dataclasses.replace(config, preset=preset)
+    if config_file is not None:
+        config = merge(config, read_toml(config_file), str(config_file))
+    if overrides:
+        data = parse_overrides(overrides) if isinstance(overrides, list) else overrides
+        config = merge(config, data, "overrides")
+    return config.check()
+
+
+def from_dict(data: dict[str, Any]) -> SearchConfig:
+    """The config saved in a run directory (config.json)."""
+    return merge(SearchConfig(), data, "saved config").check()

@@ -1,0 +1,37 @@
+"""An evaluated candidate: its program, identity, score and costs (a frozen record)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from primitives.primitive import PrimitiveSet
+from primitives.program import Program
+from primitives.serialize import from_dict, to_dict
+
+
+@dataclasses.dataclass(frozen=True)
+class Individual:
+    id: int
+    program: Program  # pruned
+    structural_hash: str
+    fingerprint: str
+    score: float  # mean task score against tuned AdamW (or behaviour score)
+    stage: str  # how far through the funnel it went
+    complexity: float  # sum of primitive costs
+    state_buffers: int  # optimizer memory, in parameter-sized buffers
+    parent: int | None = None
+    mutation: str = ""
+    held_out: float | None = None  # meta-validation score, once measured
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["program"] = to_dict(self.program)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], primitive_set: PrimitiveSet) -> Individual:
+        """Rebuild from JSON; the program is validated, never executed."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{**{k: v for k, v in data.items() if k in fields},
+                      "program": from_dict(data["program"], primitive_set)})

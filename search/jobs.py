@@ -1,0 +1,84 @@
+"""What a worker does with a job; the same code runs in-process in serial mode.
+
+Jobs carry programs as JSON dicts: a worker rebuilds (and validates) the
+program, so nothing but data crosses into it from the coordinator.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from primitives.fingerprint import fingerprint
+from primitives.known import KNOWN_PROGRAMS
+from primitives.library import PRIMITIVE_SETS
+from primitives.primitive import PrimitiveSet
+from primitives.program import Program
+from primitives.serialize import from_dict, load
+from search.config import ConfigError, SearchConfig
+from search.config import from_dict as config_from_dict
+from search.evaluation import BehaviourEvaluator, ProxyTaskEvaluator
+from search.workers import Job
+
+
+def resolve_primitive_set(name: str) -> PrimitiveSet:
+    """A built-in set by name, or a plugin "package.module:NAME" (imported, like PySR's custom operators)."""
+    if name in PRIMITIVE_SETS:
+        return PRIMITIVE_SETS[name]
+    module, sep, attribute = name.partition(":")
+    if not sep:
+        raise ConfigError(f"unknown primitive set {name!r}; built-in: {', '.join(PRIMITIVE_SETS)}, "
+                          f"or a plugin as package.module:NAME")
+    try:
+        value = getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot load primitive set {name!r}: {exc}") from None
+    if not isinstance(value, PrimitiveSet):
+        raise ConfigError(f"{name!r} is not a PrimitiveSet")
+    return value
+
+
+def resolve_program(name: str, primitive_set: PrimitiveSet) -> Program:
+    """A known program by name, or a program file."""
+    if name in KNOWN_PROGRAMS:
+        return KNOWN_PROGRAMS[name]
+    if Path(name).is_file():
+        return load(name, primitive_set)
+    raise ConfigError(f"unknown program {name!r}: not a known program ({', '.join(KNOWN_PROGRAMS)}) nor a file")
+
+
+def baseline_cache_path(config: SearchConfig) -> Path:
+    from search.bench import default_cache_path
+
+    return Path(config.evaluation.baseline_cache) if config.evaluation.baseline_cache else default_cache_path()
+
+
+def make_evaluator(config: SearchConfig, primitive_set: PrimitiveSet):
+    if config.evaluation.kind == "behaviour":
+        target = resolve_program(config.evaluation.target, primitive_set)
+        if config.evaluation.target_constants:
+            target = target.with_constants(**dict(config.evaluation.target_constants))
+        return BehaviourEvaluator(target, primitive_set)
+    return ProxyTaskEvaluator(config.evaluation, primitive_set, baseline_cache_path(config))
+
+
+def build_runner(settings: dict[str, Any]):
+    """settings -> run(job); called once in each worker (and once in serial mode)."""
+    config = config_from_dict(settings["config"])
+    primitive_set = resolve_primitive_set(config.evolution.primitive_set)
+    evaluator = make_evaluator(config, primitive_set)
+
+    def run(job: Job) -> Any:
+        if job.kind == "baseline":
+            return evaluator.baseline(job.payload["task"])
+        program = from_dict(job.payload["program"], primitive_set)
+        if job.kind == "fingerprint":
+            return fingerprint(program, primitive_set=primitive_set)
+        if job.kind == "candidate":
+            return evaluator.evaluate(program).to_dict()
+        if job.kind == "held_out":
+            return evaluator.evaluate_held_out(program).to_dict()
+        raise ValueError(f"unknown job kind {job.kind!r}")
+
+    return run

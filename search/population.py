@@ -1,0 +1,41 @@
+"""Regularized (aging) evolution: the population is a queue, the oldest dies.
+
+Real et al. 2019: a child joins the population when it has been evaluated
+and the oldest member leaves, however good it is, so no lucky early score
+dominates forever. Parents are chosen by tournament: sample `tournament`
+members at random and take the best.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+
+from search.individual import Individual
+
+
+class Population:
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.members: collections.deque[Individual] = collections.deque()
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def add(self, individual: Individual) -> Individual | None:
+        """Append; return the member that aged out, if any."""
+        self.members.append(individual)
+        return self.members.popleft() if len(self.members) > self.capacity else None
+
+    def select(self, rng: np.random.Generator, tournament: int) -> Individual:
+        """The best of `tournament` members drawn without replacement (ties: the younger)."""
+        size = min(tournament, len(self.members))
+        picks = sorted(int(i) for i in rng.choice(len(self.members), size=size, replace=False))
+        return max((self.members[i] for i in picks), key=lambda m: (m.score, m.id))
+
+    def best(self) -> Individual:
+        return max(self.members, key=lambda m: (m.score, -m.id))
+
+    def reset(self, members: list[Individual]) -> None:
+        self.members = collections.deque(members[-self.capacity:])

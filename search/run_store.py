@@ -1,0 +1,177 @@
+"""The run directory: what a search writes to disk, and reading it back.
+
+runs/<run_id>/
+  config.json        the resolved configuration (written once)
+  events.jsonl       append-only: one JSON record per line (candidates, held-out
+                     scores, restarts, progress), each with a sequence number;
+                     flushed and fsync'ed line by line, so a kill -9 loses at
+                     most the line being written
+  checkpoint.json    population, hall of fame, caches, RNG state, counters; written
+                     to a temporary file, fsync'ed, then renamed over the old one
+  timings.jsonl      wall-clock seconds per candidate in deterministic mode, kept
+                     out of events.jsonl so that two such runs write it byte for byte
+
+Everything is JSON: nothing is ever unpickled or evaluated from a run
+directory. A truncated last line (the write a kill interrupted) is cut off
+before anything new is appended; any other damage is an error that names
+the file and line and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+CHECKPOINT_SCHEMA = "optsearch.checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class RunDirError(ValueError):
+    """A run directory, checkpoint or event log that cannot be used as it is."""
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, separators=(",", ":"), allow_nan=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+class RunStore:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._events = None
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def events_path(self) -> Path:
+        return self.path / "events.jsonl"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / "checkpoint.json"
+
+    @property
+    def timings_path(self) -> Path:
+        return self.path / "timings.jsonl"
+
+    # --- creating and opening ------------------------------------------------------
+
+    def create(self, config: dict[str, Any]) -> None:
+        if self.path.exists() and any(self.path.iterdir()):
+            raise RunDirError(f"run directory {self.path} already exists and is not empty; "
+                              f"resume it with `optsearch resume {self.path}` or choose another run id")
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.config_path, config)
+        self.events_path.touch()
+
+    def read_config(self) -> dict[str, Any]:
+        if not self.path.is_dir():
+            raise RunDirError(f"{self.path} is not a run directory (it does not exist)")
+        try:
+            return json.loads(self.config_path.read_text())
+        except FileNotFoundError:
+            raise RunDirError(f"{self.path} is not a run directory (no config.json)") from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise RunDirError(f"{self.config_path} is damaged: {exc}") from None
+
+    # --- events ------------------------------------------------------------------
+
+    def read_events(self, repair: bool = False) -> list[dict[str, Any]]:
+        """Every complete event, in order.
+
+        A record is complete when its newline is on disk (append_event writes
+        the newline last), so an unterminated last line is the write a kill
+        cut short: it is dropped, and cut from the file if `repair`.
+        """
+        if not self.events_path.exists():
+            return []
+        raw = self.events_path.read_bytes()
+        events, position, number = [], 0, 0
+        while (newline := raw.find(b"\n", position)) != -1:
+            number += 1
+            line = raw[position:newline]
+            position = newline + 1
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError as exc:
+                raise RunDirError(f"{self.events_path}, line {number}: damaged record ({exc})") from None
+            if not isinstance(event, dict) or "seq" not in event:
+                raise RunDirError(f"{self.events_path}, line {number}: not an event record")
+            events.append(event)
+        if repair and position < len(raw):
+            with open(self.events_path, "r+b") as handle:
+                handle.truncate(position)
+        return events
+
+    def append_event(self, event: dict[str, Any]) -> None:
+        if self._events is None:
+            self._events = open(self.events_path, "a", encoding="utf-8")
+        self._events.write(json.dumps(event, separators=(",", ":"), allow_nan=True) + "\n")
+        self._events.flush()
+        os.fsync(self._events.fileno())
+
+    def append_timing(self, record: dict[str, Any]) -> None:
+        with open(self.timings_path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def iter_events(self, kind: str | None = None) -> Iterator[dict[str, Any]]:
+        for event in self.read_events():
+            if kind is None or event.get("type") == kind:
+                yield event
+
+    # --- checkpoint ----------------------------------------------------------------
+
+    def write_checkpoint(self, state: dict[str, Any]) -> None:
+        atomic_write_json(self.checkpoint_path, {"schema": CHECKPOINT_SCHEMA, "version": CHECKPOINT_VERSION, **state})
+
+    def read_checkpoint(self, run_id: str, config_digest: str) -> dict[str, Any] | None:
+        """The checkpoint, checked to belong to this run; None if there is none yet."""
+        if not self.checkpoint_path.exists():
+            return None
+        try:
+            data = json.loads(self.checkpoint_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise RunDirError(f"checkpoint {self.checkpoint_path} is corrupt ({exc}); nothing was changed") from None
+        if not isinstance(data, dict) or data.get("schema") != CHECKPOINT_SCHEMA:
+            raise RunDirError(f"{self.checkpoint_path} is not an optsearch checkpoint; nothing was changed")
+        if data.get("version") != CHECKPOINT_VERSION:
+            raise RunDirError(f"checkpoint version {data.get('version')!r} is not supported "
+                              f"(this optsearch reads {CHECKPOINT_VERSION}); nothing was changed")
+        if data.get("run_id") != run_id or data.get("config_digest") != config_digest:
+            raise RunDirError(f"checkpoint {self.checkpoint_path} belongs to another run or configuration "
+                              f"(run {data.get('run_id')!r}); nothing was changed")
+        return data
+
+    def close(self) -> None:
+        if self._events is not None:
+            self._events.close()
+            self._events = None
