@@ -29,7 +29,8 @@ from discovered._contract import MatrixOptimizer, matrix_view
 from primitives.analysis import uses_matrix_primitives
 from primitives.interpreter import CompiledProgram, compile_program
 from primitives.kinds import Layout
-from primitives.primitive import ExecutionOptions
+from primitives.library import ALL
+from primitives.primitive import ExecutionOptions, PrimitiveSet
 from primitives.program import Program, ProgramError, validate
 
 STEP_KEY = "program_step"
@@ -43,6 +44,7 @@ class ProgramOptimizer(MatrixOptimizer):
         lr: learning rate; the program's output u is applied as w -= lr * u.
         constants: overrides of the program's named constants.
         options: how approximate primitives run (polar backend, its steps and dtype).
+        primitive_set: the primitives the program may use (default: all built-in ones).
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay, route,
         batch_dims: see discovered._contract.MatrixOptimizer.
     """
@@ -54,14 +56,16 @@ class ProgramOptimizer(MatrixOptimizer):
         lr: float = 1e-3,
         constants: dict[str, float] | None = None,
         options: ExecutionOptions = ExecutionOptions(),
+        primitive_set: PrimitiveSet = ALL,
         **routing,
     ):
         if not isinstance(program, Program):
             raise TypeError(f"program must be a primitives.program.Program, got {type(program).__name__}")
-        validate(program)
+        validate(program, primitive_set)
         self.program = program
         self.options = options
-        self._elementwise = not uses_matrix_primitives(program)
+        self.primitive_set = primitive_set
+        self._elementwise = not uses_matrix_primitives(program, primitive_set)
         self._compiled: dict[tuple, CompiledProgram] = {}
         super().__init__(params, {"lr": lr, "constants": dict(constants or {}), **routing})
 
@@ -69,7 +73,7 @@ class ProgramOptimizer(MatrixOptimizer):
         if not isinstance(group["constants"], dict):
             raise ValueError(f"Invalid constants: {group['constants']!r} (expected a dict of name: value)")
         try:
-            validate(self.program.with_constants(**group["constants"]))
+            validate(self.program.with_constants(**group["constants"]), self.primitive_set)
         except ProgramError as exc:
             raise ValueError(f"Invalid constants: {exc}") from None
 
@@ -80,7 +84,7 @@ class ProgramOptimizer(MatrixOptimizer):
         key = (layout, tuple(sorted(constants.items())))
         if key not in self._compiled:
             program = self.program.with_constants(**constants) if constants else self.program
-            self._compiled[key] = compile_program(program, layout, self.options)
+            self._compiled[key] = compile_program(program, layout, self.options, self.primitive_set)
         return self._compiled[key]
 
     def _rule_step(self, group: dict, params: list[Tensor]) -> None:

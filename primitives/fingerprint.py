@@ -43,11 +43,16 @@ ZERO_FRACTION = 1e-9
 PROBE_OPTIONS = ExecutionOptions(polar_backend="svd")
 
 
-@functools.lru_cache(maxsize=2)
-def _probe(layout: Layout) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-    """(initial parameters, gradient per step, step count per step) for one layout; fixed forever."""
+@functools.lru_cache(maxsize=8)
+def _probe(layout: Layout, steps: int = PROBE_STEPS, batch: int = PROBE_BATCH, drift: float = 0.0
+           ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """(initial parameters, gradient per step, step count per step) for one layout; fixed forever.
+
+    drift adds a persistent gradient direction (scaled by `drift`) to every
+    step, as real gradients have; without it every step is independent.
+    """
     generator = torch.Generator().manual_seed(20230215 + layout.value)
-    shape = (PROBE_BATCH, *MATRIX_PROBE) if layout is Layout.MATRIX else (PROBE_BATCH, VECTOR_PROBE)
+    shape = (batch, *MATRIX_PROBE) if layout is Layout.MATRIX else (batch, VECTOR_PROBE)
 
 
     def heavy_tailed() -> torch.Tensor:
@@ -55,18 +60,22 @@ def _probe(layout: Layout) -> tuple[torch.Tensor, list[torch.Tensor], list[torch
         return magnitude * torch.randn(shape, generator=generator, dtype=torch.float64)
 
     w0 = heavy_tailed()
-    grads = [heavy_tailed() for _ in range(PROBE_STEPS)]
-    steps = [torch.full((PROBE_BATCH,) + (1,) * layout.core_ndim, float(t), dtype=torch.float64)
-             for t in range(1, PROBE_STEPS + 1)]
-    return w0, grads, steps
+    direction = heavy_tailed()
+    grads = [drift * direction + heavy_tailed() for _ in range(steps)]
+    counts = [torch.full((batch,) + (1,) * layout.core_ndim, float(t), dtype=torch.float64)
+              for t in range(1, steps + 1)]
+    return w0, grads, counts
 
 
 def probe_updates(program: Program, options: ExecutionOptions = PROBE_OPTIONS,
-                  primitive_set: PrimitiveSet = ALL, layouts: tuple[Layout, ...] | None = None) -> np.ndarray:
+                  primitive_set: PrimitiveSet = ALL, layouts: tuple[Layout, ...] | None = None,
+                  steps: int = PROBE_STEPS, batch: int = PROBE_BATCH, drift: float = 0.0) -> np.ndarray:
     """Every update u of the probe run, flattened (float64), step after step.
 
     layouts: which probes to run (default: the matrix probe, and the vector
-    probe too when the program has matrix primitives).
+    probe too when the program has matrix primitives). steps and batch make
+    a longer or wider probe, drift a persistent gradient direction (the
+    fingerprint uses the defaults).
     """
     validate(program, primitive_set)
     if layouts is None:
@@ -74,10 +83,10 @@ def probe_updates(program: Program, options: ExecutionOptions = PROBE_OPTIONS,
     outputs = []
     for layout in layouts:
         compiled = compile_program(program, layout, options, primitive_set, validated=True)
-        w, grads, steps = _probe(layout)
+        w, grads, counts = _probe(layout, steps, batch, drift)
         m, n = (MATRIX_PROBE if layout is Layout.MATRIX else (1, VECTOR_PROBE))
-        state = compiled.init_state((PROBE_BATCH,), m, n, dtype=torch.float64)
-        for g, t in zip(grads, steps):
+        state = compiled.init_state((batch,), m, n, dtype=torch.float64)
+        for g, t in zip(grads, counts):
             u, state = compiled.step(g, w, t, state)
             u = torch.broadcast_to(u, w.shape)
             outputs.append(u.reshape(-1))

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from primitives.fingerprint import PROBE_STEPS, probe_updates
+from primitives.fingerprint import probe_updates
 from primitives.kinds import Layout
 from primitives.primitive import ExecutionOptions, PrimitiveSet
 from primitives.program import Program
@@ -86,7 +86,7 @@ class ProxyTaskEvaluator:
                 "runs": [[lr, [r.to_dict() for r in runs]] for lr, runs in result.runs.items()]}
 
     def _score(self, program: Program, tasks: list[Task]) -> tuple[dict[str, dict], list[str]]:
-        spec = OptimizerSpec.for_program(program, options=self.options)
+        spec = OptimizerSpec.for_program(program, options=self.options, primitive_set=self.primitive_set)
         scores, diverged = {}, []
         for task in tasks:
             base = self.baselines.get(task, self.seeds, self.config.device, self.protocol)
@@ -134,10 +134,14 @@ def _mean(tasks: dict[str, dict]) -> float:
 
 
 class BehaviourEvaluator:
-    """score = -mean squared difference of RMS-normalised updates on the matrix probe (0: identical).
+    """score = -mean squared difference of RMS-normalised updates on a probe (0: identical).
 
-    Normalising each step's update by its RMS makes the score blind to a
-    constant factor, which the learning rate absorbs anyway.
+    The probe is the fingerprint's matrix probe made longer and wider (24
+    steps, 8 matrices) and given a persistent gradient direction, so that
+    momentum matters as it does in training and a program matches the
+    target's updates only by computing the same thing. Normalising
+    each step's update by its RMS makes the score blind to a constant factor,
+    which the learning rate absorbs anyway.
     """
 
     def __init__(self, target: Program, primitive_set: PrimitiveSet):
@@ -145,8 +149,9 @@ class BehaviourEvaluator:
         self.target = self._updates(target)
 
     def _updates(self, program: Program) -> np.ndarray:
-        updates = probe_updates(program, primitive_set=self.primitive_set, layouts=(Layout.MATRIX,))
-        steps = updates.reshape(PROBE_STEPS, -1)
+        updates = probe_updates(program, primitive_set=self.primitive_set, layouts=(Layout.MATRIX,),
+                                steps=BEHAVIOUR_STEPS, batch=BEHAVIOUR_BATCH, drift=BEHAVIOUR_DRIFT)
+        steps = updates.reshape(BEHAVIOUR_STEPS, -1)
         rms = np.sqrt(np.mean(steps**2, axis=1, keepdims=True))
         return steps / np.where(rms > 0, rms, 1.0)
 
@@ -163,3 +168,6 @@ class BehaviourEvaluator:
 # Two unit-RMS updates differ by at most 4 in mean square (u = -u*); non-finite
 # updates score a little worse than that.
 BEHAVIOUR_WORST = 5.0
+BEHAVIOUR_STEPS = 24
+BEHAVIOUR_BATCH = 8
+BEHAVIOUR_DRIFT = 1.0
