@@ -43,6 +43,9 @@ def prune(program: Program) -> Program:
     mask, carried = live_mask(program)
     body = tuple(s for s, keep in zip(program.body, mask) if keep)
     used_constants = {c for s in body for c in s.consts}
+    if len(body) == len(program.body) and len(carried) == len(program.state) \
+            and len(used_constants) == len(program.constants):
+        return program  # already pruned: most programs a search handles are
     return dataclasses.replace(
         program,
         state=tuple(d for d in program.state if d.name in carried),

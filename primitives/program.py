@@ -174,23 +174,12 @@ def _where(index: int, stmt: Statement) -> str:
 def _check_structure(program: Program) -> None:
     if not isinstance(program.body, tuple) or not isinstance(program.state, tuple):
         raise MalformedProgramError("a program's state and body must be tuples")
-    seen: set[str] = set()
+    names = [decl.name for decl in program.state]
+    if len(set(names)) != len(names):
+        raise MalformedProgramError(f"a state register is declared twice ({', '.join(sorted(names))})")
     for decl in program.state:
-        check_name(decl.name, "state register")
-        if decl.name in INPUTS:
-            raise MalformedProgramError(f"state register {decl.name!r} shadows the input of that name")
-        if decl.name in seen:
-            raise MalformedProgramError(f"state register {decl.name!r} is declared twice")
-        seen.add(decl.name)
-        if not isinstance(decl.kind, Kind):
-            raise MalformedProgramError(f"state register {decl.name!r} has no valid kind ({decl.kind!r})")
-        if decl.init not in STATE_INITS:
-            raise MalformedProgramError(f"state register {decl.name!r}: init must be one of {STATE_INITS}, got {decl.init!r}")
-        if decl.init == "eye":
-            if decl.kind not in (Kind.ROW, Kind.COL):
-                raise ProgramKindError(f"state register {decl.name!r}: init 'eye' needs kind ROW or COL, not {decl.kind}")
-            if not (isinstance(decl.eps, (int, float)) and 0 < decl.eps <= 1):
-                raise ConstantRangeError(f"state register {decl.name!r}: eye scale must be in (0, 1], got {decl.eps!r}")
+        if decl not in _WELL_FORMED:
+            _check_state(decl)
     names = [k for k, _ in program.constants]
     for name, value in program.constants:
         check_name(name, "constant")
@@ -204,7 +193,29 @@ def _check_structure(program: Program) -> None:
             _check_statement(index, stmt)
 
 
-_WELL_FORMED: set[Statement] = set()  # statements whose names were checked
+# Statements and state declarations already checked (the search checks the
+# same few thousand all day); bounded so that it cannot grow without limit.
+_WELL_FORMED: set[Statement | StateDecl] = set()
+_WELL_FORMED_LIMIT = 200_000
+
+
+def _check_state(decl: StateDecl) -> None:
+    if not isinstance(decl, StateDecl):
+        raise MalformedProgramError(f"state entries must be StateDecl records, got {decl!r}")
+    check_name(decl.name, "state register")
+    if decl.name in INPUTS:
+        raise MalformedProgramError(f"state register {decl.name!r} shadows the input of that name")
+    if not isinstance(decl.kind, Kind):
+        raise MalformedProgramError(f"state register {decl.name!r} has no valid kind ({decl.kind!r})")
+    if decl.init not in STATE_INITS:
+        raise MalformedProgramError(f"state register {decl.name!r}: init must be one of {STATE_INITS}, got {decl.init!r}")
+    if decl.init == "eye":
+        if decl.kind not in (Kind.ROW, Kind.COL):
+            raise ProgramKindError(f"state register {decl.name!r}: init 'eye' needs kind ROW or COL, not {decl.kind}")
+        if not (isinstance(decl.eps, (int, float)) and 0 < decl.eps <= 1):
+            raise ConstantRangeError(f"state register {decl.name!r}: eye scale must be in (0, 1], got {decl.eps!r}")
+    if len(_WELL_FORMED) < _WELL_FORMED_LIMIT:
+        _WELL_FORMED.add(decl)
 
 
 def _check_statement(index: int, stmt: Statement) -> None:
@@ -217,7 +228,7 @@ def _check_statement(index: int, stmt: Statement) -> None:
         check_name(c, "constant")
     if stmt.out in INPUTS:
         raise MalformedProgramError(f"{_where(index, stmt)}: the input {stmt.out!r} cannot be assigned")
-    if len(_WELL_FORMED) < 100_000:
+    if len(_WELL_FORMED) < _WELL_FORMED_LIMIT:
         _WELL_FORMED.add(stmt)
 
 

@@ -46,7 +46,8 @@ def _search_config(args: argparse.Namespace, overrides: list[str]):
     from search import config
 
     flags = []
-    for name, key in (("max_evals", "stop.max_evals"), ("seed", "seed"), ("workers", "workers.workers")):
+    for name, key in (("max_evals", "stop.max_evals"), ("seed", "seed"), ("workers", "workers.workers"),
+                      ("tracking_uri", "tracking.uri")):
         if getattr(args, name) is not None:
             flags.append(f"{key}={getattr(args, name)}")
     return config.load(args.preset, args.config, flags + overrides)
@@ -71,7 +72,34 @@ def _resume(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _tracker(config):
-    return None
+    from search.tracking import make_tracker
+
+    return make_tracker(config)
+
+
+def _ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from search.tracking import tracking_uri
+
+    uri = tracking_uri(args.tracking_uri)
+    print(f"MLflow UI for {uri} on http://{args.host}:{args.port}")
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
+               "--port", str(args.port)]
+    return subprocess.call(command)
+
+
+def _leaderboard(args: argparse.Namespace) -> int:
+    from search.tracking import leaderboard, tracking_uri
+
+    rows = leaderboard(args.tracking_uri, args.experiment, args.top)
+    if not rows:
+        print(f"no candidate scored on the full suite in {tracking_uri(args.tracking_uri)}")
+        return 0
+    for rank, row in enumerate(rows, start=1):
+        print(f"{rank:>3}. score {row['score']:+.3f}  {row['search']} #{row['candidate']}  ({row['hash']})")
+        print("\n".join("       " + line for line in row["program"].splitlines()[1:]))
+    return 0
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -123,12 +151,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=None)
     run.add_argument("--workers", type=int, default=None, help="worker processes")
     run.add_argument("--run-dir", default=None, help="this run's directory (default runs/<preset>-<time>)")
+    run.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     run.set_defaults(handler=_run, takes_overrides=True)
 
     resume = commands.add_parser("resume", help="continue a search from its run directory")
     resume.add_argument("run_dir", metavar="RUN_DIR")
     resume.add_argument("--max-evals", type=int, default=None, help="raise the budget")
     resume.set_defaults(handler=_resume, takes_overrides=True)
+
+    ui = commands.add_parser("ui", help="open the MLflow UI on the tracking store")
+    ui.add_argument("--tracking-uri", default="", help="default: $MLFLOW_TRACKING_URI, else ./mlflow.db")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(handler=_ui)
+
+    board = commands.add_parser("leaderboard", help="the best candidates across searches, from MLflow")
+    board.add_argument("--tracking-uri", default="", help="default: $MLFLOW_TRACKING_URI, else ./mlflow.db")
+    board.add_argument("--experiment", default="", help="one experiment (default: every optsearch-* one)")
+    board.add_argument("--top", type=int, default=10)
+    board.set_defaults(handler=_leaderboard)
 
     show = commands.add_parser("show", help="a run's hall of fame and statistics")
     show.add_argument("run_dir", metavar="RUN_DIR")
@@ -166,8 +207,9 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from proxy_tasks.registry import UnknownTaskError
     from search.config import ConfigError
     from search.run_store import RunDirError
+    from search.tracking import TrackingError
 
-    return (ProgramError, UnknownOptimizerError, UnknownTaskError, ConfigError, RunDirError)
+    return (ProgramError, UnknownOptimizerError, UnknownTaskError, ConfigError, RunDirError, TrackingError)
 
 
 if __name__ == "__main__":

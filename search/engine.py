@@ -43,6 +43,7 @@ from search.workers import Completion, Job, SerialPool, WorkerPool
 
 FAILED = ("error", "timeout", "crashed")
 POLL_SECONDS = 0.25
+PLOT_EVERY_SECONDS = 60.0  # plots are redrawn at checkpoints at most this often, and at the end
 
 
 @dataclasses.dataclass
@@ -109,6 +110,8 @@ class Search:
         self.display = display
         self.deterministic = config.workers.serial
         self._start = time.monotonic()
+        self._last_plots = -math.inf
+        self.plot_paths: list[Path] = []
         self.next_job_id = 0
         self._jobs: dict[int, dict] = {}  # in flight: job id -> what it is for
         self._queue: list[dict] = []  # candidates waiting for a free worker
@@ -116,6 +119,9 @@ class Search:
         self._evaluated_at_last_meta = 0
         self._last_checkpoint = 0
         self.warm_programs = [resolve_program(name, self.primitive_set) for name in config.evolution.warm_start]
+        if config.evaluation.kind == "proxy_tasks":  # task objects and the baseline cache (no program runs here)
+            self._evaluator = make_evaluator(config, self.primitive_set)
+            self._cache = BaselineCache(baseline_cache_path(config))
         if resume:
             self._restore()
         else:
@@ -168,11 +174,41 @@ class Search:
             "evaluated_at_last_meta": self._evaluated_at_last_meta,
         }
 
-    def checkpoint(self) -> None:
+    def checkpoint(self, final: bool = False) -> None:
         self.store.write_checkpoint(self._state())
         self._last_checkpoint = self.counters.evaluated
+        if final or time.monotonic() - self._last_plots >= PLOT_EVERY_SECONDS:
+            self.plot_paths = self.write_plots()
+            self._last_plots = time.monotonic()
         if self.tracker is not None:
-            self.tracker.on_checkpoint(self)
+            self.tracker.on_checkpoint(self, final)
+
+    def write_plots(self) -> list[Path]:
+        """Progress, Pareto front and the best candidate's loss curves, as PNGs in plots/."""
+        from search import plots
+
+        folder = self.store.path / "plots"
+        folder.mkdir(exist_ok=True)
+        events = self.store.read_events()
+        paths = [plots.progress(events, self.config.evolution.population, folder / "progress.png"),
+                 plots.pareto(events, {m.id for m in self.hall_of_fame.members}, folder / "pareto.png")]
+        scored = [e for e in events if e["type"] == "candidate" and e["status"] not in FAILED]
+        if scored and self.config.evaluation.kind == "proxy_tasks":
+            best = max(scored, key=lambda e: e["score"])
+            curves = plots.loss_curves(best, self._baseline_curves(best["tasks"]), folder / "loss_curves.png")
+            paths += [curves] if curves else []
+        return paths
+
+    def _baseline_curves(self, task_names) -> dict[str, list[float]]:
+        from search.evaluation import median_curve
+
+        curves = {}
+        for name in task_names:
+            base = self._cache.get(self._evaluator.task(name), self._evaluator.seeds,
+                                   self.config.evaluation.device, self._evaluator.protocol)
+            if base is not None:
+                curves[name] = median_curve(base.best)
+        return curves
 
     def _restore(self) -> None:
         saved = self.store.read_config()
@@ -406,8 +442,6 @@ class Search:
         """AdamW baselines missing from the cache, one job per task (computed by the workers)."""
         if self.config.evaluation.kind != "proxy_tasks":
             return []
-        self._evaluator = make_evaluator(self.config, self.primitive_set)
-        self._cache = BaselineCache(baseline_cache_path(self.config))
         jobs = []
         for task in self._evaluator.all_tasks:
             if self._cache.get(task, self._evaluator.seeds, self.config.evaluation.device,
@@ -444,6 +478,8 @@ class Search:
 
     def run(self) -> SearchResult:
         self._start = time.monotonic()
+        self._last_plots = -math.inf
+        self.plot_paths: list[Path] = []
         self.next_job_id = 0
         previous_handler = signal.getsignal(signal.SIGINT)
         stopped_by = "interrupted"
@@ -477,7 +513,7 @@ class Search:
         finally:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the checkpoint
             try:
-                self.checkpoint()
+                self.checkpoint(final=True)
                 if pool is not None:
                     pool.close()
                 if self.tracker is not None:

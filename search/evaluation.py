@@ -100,6 +100,7 @@ class ProxyTaskEvaluator:
                 "score": scored.score, "seed_scores": list(scored.seed_scores), "lr": result.best_lr,
                 "train_loss": statistics.median(r.train_loss for r in result.best),
                 "eval_loss": statistics.median(r.eval_loss for r in result.best),
+                "curve": median_curve(result.best),
             }
         return scores, diverged
 
@@ -121,6 +122,11 @@ class ProxyTaskEvaluator:
         tasks, diverged = self._score(program, self.held_out)
         return Evaluation("diverged" if diverged else "ok", "held_out", _mean(tasks), tasks,
                           time.perf_counter() - start, ", ".join(diverged))
+
+
+def median_curve(runs) -> list[float]:
+    """The seeds' loss curves, median at each point (inf where a run had stopped)."""
+    return [statistics.median(points) for points in zip(*(r.curve for r in runs))]
 
 
 def _adamw() -> OptimizerSpec:

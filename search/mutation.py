@@ -5,6 +5,8 @@
     change_arg     rewire one argument (or constant) of a statement
     change_op      replace a statement's op, keeping what arguments still fit
     perturb_const  multiply a constant by 2^z, z ~ N(0, 1), in its natural scale
+                   (1 - beta for momentum coefficients; a zero moves from the
+                   slot's default, e.g. a weight decay of 0)
     swap           exchange two statements
 
 A mutation may produce an invalid program; `make_child` re-mutates until the
@@ -201,13 +203,16 @@ def perturb_const(program: Program, rng, primitive_set: PrimitiveSet, limits) ->
     name, spec = used[int(rng.integers(len(used)))]
     value = program.constant_values[name]
     factor = 2.0 ** rng.normal()
+    if value == 0.0 and spec.perturb == "log":
+        value = spec.default  # a multiple of zero is zero: restart from the slot's typical value
     if spec.perturb == "complement":
         new = 1.0 - (1.0 - value) * factor
     elif spec.perturb == "linear":
         new = value + math.log2(factor)
     else:
         new = value * factor
-    return program.with_constants(**{name: new}), f"perturb_const: {name} {value:.6g} -> {new:.6g}"
+    old = program.constant_values[name]
+    return program.with_constants(**{name: new}), f"perturb_const: {name} {old:.6g} -> {new:.6g}"
 
 
 def swap(program: Program, rng, primitive_set, limits) -> tuple[Program, str]:

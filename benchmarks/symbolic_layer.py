@@ -1,0 +1,91 @@
+"""Throughput of the symbolic layer, per core, on the programs a search generates.
+
+    python benchmarks/symbolic_layer.py [--programs 3000] [--space elementwise|all]
+
+A stream of programs is made the way the search makes them: children of a
+population seeded with the warm starts, by the search's own mutation
+operator. On that stream, side by side in one process (one thread):
+
+  generation   make_child: mutate, validate, prune, hash, re-mutate until new
+  symbolic     validate + prune + structural hash of a finished program
+  fingerprint  the behavioural fingerprint (runs the program on the probe)
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from primitives.analysis import prune
+from primitives.fingerprint import fingerprint
+from primitives.hashing import structural_hash
+from primitives.known import KNOWN_PROGRAMS
+from primitives.library import PRIMITIVE_SETS
+from primitives.program import validate
+from search.mutation import Limits, make_child
+
+WARM_STARTS = {"elementwise": ["adamw", "lion", "signum", "rmsprop", "sgd_momentum"],
+               "all": ["adamw", "lion", "muon", "polargrad", "shampoo", "adafactor"]}
+
+
+def stream(space: str, count: int, seed: int = 0):
+    """(children, seconds spent making them, mutations tried) from a drifting population."""
+    primitive_set = PRIMITIVE_SETS[space]
+    rng = np.random.default_rng(seed)
+    population = [KNOWN_PROGRAMS[name] for name in WARM_STARTS[space]]
+    seen = {structural_hash(p) for p in population}
+    children, attempts = [], 0
+    start = time.perf_counter()
+    while len(children) < count:
+        parent = population[int(rng.integers(len(population)))]
+        child = make_child(parent, rng, primitive_set, lambda h: h not in seen, Limits(24, 4))
+        if child is None:
+            continue
+        attempts += child.attempts
+        seen.add(child.structural_hash)
+        children.append(child.program)
+        population.append(child.program)
+        if len(population) > 100:  # age out the oldest, as regularized evolution does
+            population.pop(0)
+    return children, time.perf_counter() - start, attempts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--programs", type=int, default=3000)
+    parser.add_argument("--space", default="elementwise", choices=sorted(WARM_STARTS))
+    parser.add_argument("--fingerprints", type=int, default=500)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    primitive_set = PRIMITIVE_SETS[args.space]
+
+    children, generation_seconds, attempts = stream(args.space, args.programs)
+    sizes = [len(p.body) for p in children]
+
+    start = time.perf_counter()
+    for program in children:
+        validate(program, primitive_set)
+        structural_hash(prune(program), primitive_set, pruned=True)
+    symbolic_seconds = time.perf_counter() - start
+
+    sample = children[: args.fingerprints]
+    start = time.perf_counter()
+    for program in sample:
+        fingerprint(program, primitive_set=primitive_set)
+    fingerprint_seconds = time.perf_counter() - start
+
+    print(f"space {args.space}: {len(children)} children, {np.mean(sizes):.1f} statements on average "
+          f"(max {max(sizes)}), {attempts / len(children):.2f} mutations tried per child; torch "
+          f"{torch.__version__}, 1 thread\n")
+    print("| stage | programs / s / core |\n|---|---:|")
+    print(f"| generation (make_child: mutate until valid and new) | {len(children) / generation_seconds:,.0f} |")
+    print(f"| mutations tried (each validated, pruned, hashed) | {attempts / generation_seconds:,.0f} |")
+    print(f"| validate + prune + structural hash | {len(children) / symbolic_seconds:,.0f} |")
+    print(f"| behavioural fingerprint | {len(sample) / fingerprint_seconds:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
