@@ -8,5 +8,8 @@ from discovered.muon import Muon
 from discovered.polargrad import PolarGrad
 from discovered.program_optimizer import ProgramOptimizer
 from discovered.registry import REGISTRY, OptimizerInfo
+from discovered._exported import EXPORTED
 
-__all__ = ["REGISTRY", "Lion", "Muon", "OptimizerInfo", "PolarGrad", "ProgramOptimizer"]
+globals().update({name: entry[0] for name, entry in EXPORTED.items()})  # from discovered import <Exported>
+
+__all__ = ["REGISTRY", "Lion", "Muon", "OptimizerInfo", "PolarGrad", "ProgramOptimizer", *EXPORTED]

@@ -104,3 +104,13 @@ for _program, _kwargs, _matrix in [
         matrix=_matrix,
         no_momentum={"constants": {"beta": 0.0}} if _matrix else {},
     ))
+
+# What `optsearch export` wrote into this package (see search/export.py).
+from discovered._exported import EXPORTED  # noqa: E402
+
+for _name, (_cls, _kwargs, _matrix) in EXPORTED.items():
+    register(OptimizerInfo(
+        _name, _cls, {**_kwargs, **({"adamw_lr": 3e-2} if _matrix else {})},
+        _COMMON_ERRORS[:1] + (ErrorInput({"route": "sideways"}, "Invalid route"),),
+        matrix=_matrix, source="exported",
+    ))

@@ -21,6 +21,29 @@ import sympy
 from sympy import Abs, Function, Max, Min, sqrt
 
 
+class _Real(Function):
+    """Every primitive's value is real (SymPy assumes complex otherwise).
+
+    `latex` is a format string over the printed arguments.
+    """
+
+    latex = r"\operatorname{{{name}}}\left({args}\right)"
+
+    def _eval_is_real(self):
+        return True
+
+    def _latex(self, printer):
+        args = [printer._print(a) for a in self.args]
+        return self.latex.format(*args, name=type(self).__name__.lower(), args=", ".join(args))
+
+
+class _NonNegative(_Real):
+    """Norms, Gram statistics and mean squares."""
+
+    def _eval_is_nonnegative(self):
+        return True
+
+
 def _split_positive_factor(x: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr] | None:
     """x = c * rest with c a positive number or positive symbol product; else None."""
     if not isinstance(x, sympy.Mul):
@@ -32,7 +55,7 @@ def _split_positive_factor(x: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr] | Non
     return sympy.Mul(*positive), sympy.Mul(*rest)
 
 
-class _ScaleInvariant(Function):
+class _ScaleInvariant(_Real):
     """f(c X) = f(X) for c > 0."""
 
     @classmethod
@@ -45,7 +68,7 @@ class _ScaleInvariant(Function):
         return None
 
 
-class _AbsHomogeneous(Function):
+class _AbsHomogeneous(_NonNegative):
     """f(c X) = |c| f(X) for any number c; f(0) = 0."""
 
     @classmethod
@@ -65,6 +88,8 @@ class _AbsHomogeneous(Function):
 class Polar(_ScaleInvariant):
     """polar(X) = U V^T."""
 
+    latex = r"\operatorname{{polar}}\left({0}\right)"
+
     @classmethod
     def eval(cls, x):
         if x == 0:
@@ -79,21 +104,31 @@ class Polar(_ScaleInvariant):
 class Rms(_AbsHomogeneous):
     """sqrt(mean(X^2))."""
 
+    latex = r"\operatorname{{rms}}\left({0}\right)"
+
 
 class Frobenius(_AbsHomogeneous):
     """||X||_F."""
+
+    latex = r"\left\|{0}\right\|_F"
 
 
 class SpectralNorm(_AbsHomogeneous):
     """sigma_max(X)."""
 
+    latex = r"\left\|{0}\right\|_2"
+
 
 class NuclearNorm(_AbsHomogeneous):
     """sum of singular values."""
 
+    latex = r"\left\|{0}\right\|_*"
 
-class Inner(Function):
+
+class Inner(_Real):
     """<A, B> = sum(A * B), bilinear and symmetric."""
+
+    latex = r"\left\langle {0}, {1} \right\rangle"
 
     @classmethod
     def eval(cls, a, b):
@@ -112,8 +147,10 @@ class Inner(Function):
         return None
 
 
-class AspectScale(Function):
+class AspectScale(_Real):
     """X sqrt(max(1, rows/cols)): linear in X."""
+
+    latex = r"\sqrt{{\max(1, m/n)}}\,\left({0}\right)"
 
     @classmethod
     def eval(cls, x):
@@ -126,36 +163,52 @@ class AspectScale(Function):
         return None
 
 
-class Clip(Function):
+class Clip(_Real):
     """clamp(x, -c, c)."""
 
+    latex = r"\operatorname{{clip}}\left({0}, {1}\right)"
 
-class RmsClip(Function):
+
+class RmsClip(_Real):
     """x / max(1, rms(x)/d)."""
 
+    latex = r"\frac{{{0}}}{{\max\left(1, \operatorname{{rms}}({0}) / {1}\right)}}"
 
-class GramLeft(Function):
+
+class GramLeft(_NonNegative):
     """X X^T."""
 
+    latex = r"\left({0}\right)\left({0}\right)^\top"
 
-class GramRight(Function):
+
+class GramRight(_NonNegative):
     """X^T X."""
 
+    latex = r"\left({0}\right)^\top\left({0}\right)"
 
-class KronPrecondition(Function):
+
+class KronPrecondition(_Real):
     """(L + eps I)^(-1/p) X (R + eps I)^(-1/p)."""
 
+    latex = r"\left({0} + {4} I\right)^{{-1/{3}}} \left({1}\right) \left({2} + {4} I\right)^{{-1/{3}}}"
 
-class RowMeanSq(Function):
+
+class RowMeanSq(_NonNegative):
     """row means of X^2."""
 
+    latex = r"\operatorname{{rowmean}}\left(({0})^2\right)"
 
-class ColMeanSq(Function):
+
+class ColMeanSq(_NonNegative):
     """column means of X^2."""
 
+    latex = r"\operatorname{{colmean}}\left(({0})^2\right)"
 
-class FactoredSecondMoment(Function):
+
+class FactoredSecondMoment(_NonNegative):
     """R C / max(mean(R), eps)."""
+
+    latex = r"\frac{{{0}\,{1}}}{{\max(\overline{{{0}}}, {2})}}"
 
 
 # One entry per primitive: (argument expressions..., constant expressions...) -> expression.

@@ -102,6 +102,51 @@ def _leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simplify(args: argparse.Namespace) -> int:
+    from primitives.serialize import load
+    from search.jobs import resolve_primitive_set
+    from search.simplify import simplify
+
+    primitive_set = resolve_primitive_set(args.primitive_set)
+    result = simplify(load(args.program, primitive_set), primitive_set)
+    print("raw:\n" + result.raw.text())
+    print("\npruned (loop-aware dead code removed):\n" + result.pruned.text())
+    print(f"\nsimplified ({result.note}):\n" + result.simplified.text())
+    print("\nupdate rule:\n" + result.text)
+    print("\nLaTeX:\n" + result.latex)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from primitives.serialize import load
+    from search.export import candidate_from_run, export
+    from search.jobs import resolve_primitive_set
+
+    if Path(args.source).is_dir():
+        if args.candidate is None:
+            raise_user_error("exporting from a run directory needs a CANDIDATE_ID")
+        program, provenance, primitive_set = candidate_from_run(args.source, args.candidate)
+    else:
+        if args.candidate is not None:
+            raise_user_error(f"{args.source} is a program file; CANDIDATE_ID applies to run directories")
+        primitive_set = resolve_primitive_set(args.primitive_set)
+        program, provenance = load(args.source, primitive_set), {"source": args.source}
+    result = export(program, args.name, provenance, folder=args.out, force=args.force,
+                    simplify_program=not args.no_simplify, primitive_set=primitive_set)
+    print(f"wrote {result.path} ({result.note})")
+    if args.out is None:
+        print(f"use it: from discovered import {result.name}")
+    return 0
+
+
+def raise_user_error(message: str):
+    from search.export import ExportError
+
+    raise ExportError(message)
+
+
 def _show(args: argparse.Namespace) -> int:
     from search import report
 
@@ -171,6 +216,21 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--top", type=int, default=10)
     board.set_defaults(handler=_leaderboard)
 
+    simplify = commands.add_parser("simplify", help="print a program raw, pruned and simplified, with LaTeX")
+    simplify.add_argument("program", metavar="PROGRAM", help="a program file (.json, or the text form)")
+    simplify.add_argument("--primitive-set", default="all")
+    simplify.set_defaults(handler=_simplify)
+
+    export = commands.add_parser("export", help="write a program or a run's candidate as an importable optimizer")
+    export.add_argument("source", metavar="RUN_DIR|PROGRAM", help="a run directory, or a program file")
+    export.add_argument("candidate", metavar="CANDIDATE_ID", nargs="?", type=int, default=None)
+    export.add_argument("--name", required=True, help="the class name, e.g. Cobra (written to discovered/cobra.py)")
+    export.add_argument("--force", action="store_true", help="replace an earlier export of that name")
+    export.add_argument("--out", default=None, help="write the module here instead of into discovered/ (not registered)")
+    export.add_argument("--no-simplify", action="store_true", help="export the pruned program as it is")
+    export.add_argument("--primitive-set", default="all", help="for program files that use a plugin set")
+    export.set_defaults(handler=_export)
+
     show = commands.add_parser("show", help="a run's hall of fame and statistics")
     show.add_argument("run_dir", metavar="RUN_DIR")
     show.set_defaults(handler=_show)
@@ -207,9 +267,11 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from proxy_tasks.registry import UnknownTaskError
     from search.config import ConfigError
     from search.run_store import RunDirError
+    from search.export import ExportError
     from search.tracking import TrackingError
 
-    return (ProgramError, UnknownOptimizerError, UnknownTaskError, ConfigError, RunDirError, TrackingError)
+    return (ProgramError, UnknownOptimizerError, UnknownTaskError, ConfigError, RunDirError, TrackingError,
+            ExportError)
 
 
 if __name__ == "__main__":
