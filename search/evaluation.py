@@ -158,12 +158,14 @@ class BehaviourEvaluator:
         updates = probe_updates(program, primitive_set=self.primitive_set, layouts=(Layout.MATRIX,),
                                 steps=BEHAVIOUR_STEPS, batch=BEHAVIOUR_BATCH, drift=BEHAVIOUR_DRIFT)
         steps = updates.reshape(BEHAVIOUR_STEPS, -1)
-        rms = np.sqrt(np.mean(steps**2, axis=1, keepdims=True))
-        return steps / np.where(rms > 0, rms, 1.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            rms = np.sqrt(np.mean(steps**2, axis=1, keepdims=True))
+            return steps / np.where(rms > 0, rms, 1.0)
 
     def evaluate(self, program: Program) -> Evaluation:
         start = time.perf_counter()
-        distance = float(np.mean((self._updates(program) - self.target) ** 2))
+        with np.errstate(over="ignore", invalid="ignore"):  # a runaway program scores BEHAVIOUR_WORST
+            distance = float(np.mean((self._updates(program) - self.target) ** 2))
         score = -distance if math.isfinite(distance) else -BEHAVIOUR_WORST
         return Evaluation("ok", "behaviour", score, {"behaviour": {"score": score}}, time.perf_counter() - start)
 

@@ -42,7 +42,8 @@ def progress(events: list[dict], window: int, path: Path) -> Path:
             ax.scatter(*zip(*held), marker="x", color="black", label="held-out score (meta-validation)")
     ax.set_xlabel("candidates evaluated")
     ax.set_ylabel("score vs tuned AdamW")
-    ax.legend(fontsize=7)
+    if scored:
+        ax.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
@@ -64,7 +65,8 @@ def pareto(events: list[dict], front_ids: set[int], path: Path) -> Path:
                 ax.annotate(f"#{e['id']}", (e["complexity"], e["score"]), fontsize=7)
     ax.set_xlabel("complexity (sum of primitive costs)")
     ax.set_ylabel("score")
-    ax.legend(fontsize=7)
+    if scored:
+        ax.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)

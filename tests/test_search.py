@@ -123,7 +123,7 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path, baseline_cach
 def test_corrupt_or_foreign_checkpoint_is_refused_and_nothing_changes(tmp_path):
     run(behaviour_config("stop.max_evals=8"), run_dir=tmp_path / "a")
     run(behaviour_config("stop.max_evals=8", "seed=1"), run_dir=tmp_path / "b")
-    files = lambda d: {p.name: p.read_bytes() for p in d.iterdir()}  # noqa: E731
+    files = lambda d: {str(p.relative_to(d)): p.read_bytes() for p in d.rglob("*") if p.is_file()}  # noqa: E731
     (tmp_path / "a" / "checkpoint.json").write_text("{half a checkpoint")
     snapshot = files(tmp_path / "a")
     with pytest.raises(RunDirError, match="corrupt"):
