@@ -506,7 +506,7 @@ class Search:
                                 if math.isfinite(self.best_score) else None)
                 if self.display is not None:
                     self.display.update(self)
-            if stopped_by in ("max_evals", "exhausted"):
+            if stopped_by in ("max_evals", "exhausted"):  # nothing in flight: score the final front
                 self._final_meta_validation(pool)
         except KeyboardInterrupt:
             stopped_by = "interrupted"
