@@ -108,9 +108,20 @@ def _simplify(args: argparse.Namespace) -> int:
     from search.simplify import simplify
 
     primitive_set = resolve_primitive_set(args.primitive_set)
-    result = simplify(load(args.program, primitive_set), primitive_set)
+    program = load(args.program, primitive_set)
+    result = simplify(program, primitive_set)
     print("raw:\n" + result.raw.text())
     print("\npruned (loop-aware dead code removed):\n" + result.pruned.text())
+    if args.ablate:
+        from search.ablation import ablate, proxy_task_scorer
+
+        scorer = proxy_task_scorer(args.ablate_tasks, args.ablate_seeds, primitive_set)
+        ablation = ablate(result.pruned, scorer, primitive_set, args.tolerance)
+        print(f"\nablated ({ablation.evaluations} evaluations on {args.ablate_tasks}; score "
+              f"{ablation.original_score:+.3f} -> {ablation.score:+.3f}; removed {len(ablation.removed)}):")
+        print("\n".join(f"  - {text}" for text in ablation.removed) or "  (nothing could go)")
+        result = simplify(ablation.program, primitive_set)
+        print(ablation.program.text())
     print(f"\nsimplified ({result.note}):\n" + result.simplified.text())
     print("\nupdate rule:\n" + result.text)
     print("\nLaTeX:\n" + result.latex)
@@ -133,6 +144,14 @@ def _export(args: argparse.Namespace) -> int:
             raise_user_error(f"{args.source} is a program file; CANDIDATE_ID applies to run directories")
         primitive_set = resolve_primitive_set(args.primitive_set)
         program, provenance = load(args.source, primitive_set), {"source": args.source}
+    if args.ablate:
+        from search.ablation import ablate, proxy_task_scorer
+
+        ablation = ablate(program, proxy_task_scorer(args.ablate_tasks, 2, primitive_set), primitive_set,
+                          args.tolerance)
+        program = ablation.program
+        provenance["ablation"] = (f"removed {len(ablation.removed)} statement(s) on {args.ablate_tasks}, score "
+                                  f"{ablation.original_score:+.3f} -> {ablation.score:+.3f}")
     result = export(program, args.name, provenance, folder=args.out, force=args.force,
                     simplify_program=not args.no_simplify, primitive_set=primitive_set)
     print(f"wrote {result.path} ({result.note})")
@@ -219,6 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     simplify = commands.add_parser("simplify", help="print a program raw, pruned and simplified, with LaTeX")
     simplify.add_argument("program", metavar="PROGRAM", help="a program file (.json, or the text form)")
     simplify.add_argument("--primitive-set", default="all")
+    simplify.add_argument("--ablate", action="store_true",
+                          help="also drop statements whose removal costs less than --tolerance of score "
+                               "(trains the program once per statement)")
+    simplify.add_argument("--ablate-tasks", default="tier0", help="tasks that score the ablation")
+    simplify.add_argument("--ablate-seeds", type=int, default=2)
+    simplify.add_argument("--tolerance", type=float, default=0.05)
     simplify.set_defaults(handler=_simplify)
 
     export = commands.add_parser("export", help="write a program or a run's candidate as an importable optimizer")
@@ -229,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", default=None, help="write the module here instead of into discovered/ (not registered)")
     export.add_argument("--no-simplify", action="store_true", help="export the pruned program as it is")
     export.add_argument("--primitive-set", default="all", help="for program files that use a plugin set")
+    export.add_argument("--ablate", action="store_true", help="drop statements that do not earn their keep first")
+    export.add_argument("--ablate-tasks", default="tier0")
+    export.add_argument("--tolerance", type=float, default=0.05)
     export.set_defaults(handler=_export)
 
     show = commands.add_parser("show", help="a run's hall of fame and statistics")

@@ -231,3 +231,17 @@ def test_simplify_and_export_commands(tmp_path, capsys):
     assert (tmp_path / "out" / "raw.py").exists()
     assert main(["export", str(tmp_path / "raw.json"), "--name", "../x", "--out", str(tmp_path / "out2")]) == 2
     assert not (tmp_path / "out2").exists()
+
+
+def test_ablation_drops_what_does_not_matter_and_keeps_what_does():
+    """With a stand-in score (agreement with Lion's updates), a harmless extra statement goes and sign stays."""
+    from primitives.library import ALL
+    from search.ablation import ablate
+    from search.evaluation import BehaviourEvaluator
+
+    noisy = parse(LION.text().replace("u = add_scaled(s, w; wd)", "u = add_scaled(s, w; wd)\nu = clip(u; big)")
+                  .replace("const beta1 = 0.9", "const big = 1000.0, beta1 = 0.9"))
+    behaviour = BehaviourEvaluator(LION, ALL)
+    result = ablate(noisy, lambda p: behaviour.evaluate(p).score, ALL, tolerance=1e-9)
+    assert result.removed == ("u = clip(u; big)",) and result.program == LION
+    assert result.evaluations >= 2 and result.score == result.original_score == 0.0
