@@ -22,7 +22,7 @@ import hashlib
 import numpy as np
 import torch
 
-from primitives.interpreter import compile_program
+from primitives.interpreter import compile_program, trajectory
 from primitives.kinds import Layout
 from primitives.library import ALL
 from primitives.primitive import ExecutionOptions, PrimitiveSet
@@ -45,8 +45,8 @@ PROBE_OPTIONS = ExecutionOptions(polar_backend="svd")
 
 @functools.lru_cache(maxsize=8)
 def _probe(layout: Layout, steps: int = PROBE_STEPS, batch: int = PROBE_BATCH, drift: float = 0.0
-           ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-    """(initial parameters, gradient per step, step count per step) for one layout; fixed forever.
+           ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(initial parameters, gradient per step) for one layout; fixed forever.
 
     drift adds a persistent gradient direction (scaled by `drift`) to every
     step, as real gradients have; without it every step is independent.
@@ -62,9 +62,7 @@ def _probe(layout: Layout, steps: int = PROBE_STEPS, batch: int = PROBE_BATCH, d
     w0 = heavy_tailed()
     direction = heavy_tailed()
     grads = [drift * direction + heavy_tailed() for _ in range(steps)]
-    counts = [torch.full((batch,) + (1,) * layout.core_ndim, float(t), dtype=torch.float64)
-              for t in range(1, steps + 1)]
-    return w0, grads, counts
+    return w0, grads
 
 
 def probe_updates(program: Program, options: ExecutionOptions = PROBE_OPTIONS,
@@ -83,14 +81,8 @@ def probe_updates(program: Program, options: ExecutionOptions = PROBE_OPTIONS,
     outputs = []
     for layout in layouts:
         compiled = compile_program(program, layout, options, primitive_set, validated=True)
-        w, grads, counts = _probe(layout, steps, batch, drift)
-        m, n = (MATRIX_PROBE if layout is Layout.MATRIX else (1, VECTOR_PROBE))
-        state = compiled.init_state((batch,), m, n, dtype=torch.float64)
-        for g, t in zip(grads, counts):
-            u, state = compiled.step(g, w, t, state)
-            u = torch.broadcast_to(u, w.shape)
-            outputs.append(u.reshape(-1))
-            w = w - PROBE_LR * u
+        w, grads = _probe(layout, steps, batch, drift)
+        outputs += [u.reshape(-1) for u in trajectory(compiled, w, grads, PROBE_LR)]
     return torch.cat(outputs).numpy()
 
 

@@ -86,6 +86,19 @@ def compile_program(
     )
 
 
-def scalar_kind_shape(layout: Layout) -> tuple[int, ...]:
-    """Core shape of a SCALAR value (the step count t is passed in this shape)."""
-    return core_shape(Kind.SCALAR, layout, 1, 1)
+def trajectory(compiled: CompiledProgram, w: Tensor, grads: Sequence[Tensor], lr: float) -> list[Tensor]:
+    """Run from zero state on given gradients, applying w <- w - lr u: the updates u, step after step.
+
+    w has one leading batch dimension: (batch, m, n), or (batch, n) for the VECTOR layout.
+    """
+    batch, core = w.shape[0], w.shape[1:]
+    m, n = (core[0], core[1]) if compiled.layout is Layout.MATRIX else (1, core[0])
+    state = compiled.init_state((batch,), m, n, dtype=w.dtype, device=w.device)
+    updates = []
+    for step, g in enumerate(grads, start=1):
+        t = torch.full((batch,) + (1,) * compiled.layout.core_ndim, float(step), dtype=w.dtype, device=w.device)
+        u, state = compiled.step(g, w, t, state)
+        u = torch.broadcast_to(u, w.shape)
+        updates.append(u)
+        w = w - lr * u
+    return updates

@@ -26,6 +26,7 @@ from proxy_tasks.registry import select_tasks
 from proxy_tasks.scoring import BASELINE, BaselineCache, TaskScore, score_task, suite_score
 from proxy_tasks.task import Task
 from proxy_tasks.tuning import TuningProtocol, tune
+from search.plots import curve_grid
 
 
 def default_cache_path() -> Path:
@@ -153,29 +154,9 @@ def _json_number(value):
 
 
 def plot_curves(rows: list[BenchRow], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = list(dict.fromkeys(r.task for r in rows))
-    columns = min(4, len(tasks))
-    lines = math.ceil(len(tasks) / columns)
-    figure, axes = plt.subplots(lines, columns, figsize=(4 * columns, 3 * lines), squeeze=False)
-    for ax, task in zip(axes.flat, tasks):
-        for r in rows:
-            if r.task != task:
-                continue
-            median = [statistics.median(values) for values in zip(*r.curves)]
-            finite = [v if math.isfinite(v) and v > 0 else float("nan") for v in median]
-            ax.plot(range(len(finite)), finite, label=f"{r.optimizer} ({r.score:+.2f})")
-        ax.set_title(task)
-        ax.set_yscale("log")
-        ax.set_xlabel("step (window)")
-        ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(tasks):]:
-        ax.axis("off")
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-    return path
+    """Median loss curve over seeds, per task, one line per optimizer."""
+    panels: dict[str, dict[str, list[float]]] = {}
+    for r in rows:
+        median = [statistics.median(values) for values in zip(*r.curves)]
+        panels.setdefault(r.task, {})[f"{r.optimizer} ({r.score:+.2f})"] = median
+    return curve_grid(panels, path)

@@ -73,26 +73,37 @@ def pareto(events: list[dict], front_ids: set[int], path: Path) -> Path:
     return path
 
 
-def loss_curves(best: dict, baselines: dict[str, list[float]], path: Path) -> Path | None:
-    """The best candidate's loss curve on each task against tuned AdamW's."""
-    tasks = [name for name, entry in best.get("tasks", {}).items() if entry.get("curve")]
-    if not tasks:
+def curve_grid(panels: dict[str, dict[str, list[float]]], path: Path) -> Path | None:
+    """One log-scale panel per title, one line per label (non-finite points are gaps)."""
+    if not panels:
         return None
     plt = _pyplot()
-    columns = min(4, len(tasks))
-    rows = math.ceil(len(tasks) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 2.8 * rows), squeeze=False)
-    for ax, name in zip(axes.flat, tasks):
-        for label, curve in ((f"#{best['id']}", best["tasks"][name]["curve"]), ("AdamW", baselines.get(name))):
-            if curve:
-                values = [v if math.isfinite(v) and v > 0 else float("nan") for v in curve]
-                ax.plot(range(len(values)), values, label=label)
+    columns = min(4, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.8 * columns, 2.9 * rows), squeeze=False)
+    for ax, (title, lines) in zip(axes.flat, panels.items()):
+        for label, curve in lines.items():
+            values = [v if math.isfinite(v) and v > 0 else float("nan") for v in curve]
+            ax.plot(range(len(values)), values, label=label)
         ax.set_yscale("log")
-        ax.set_title(f"{name} ({best['tasks'][name]['score']:+.2f})", fontsize=9)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step (window)", fontsize=8)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(tasks):]:
+    for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
     return path
+
+
+def loss_curves(best: dict, baselines: dict[str, list[float]], path: Path) -> Path | None:
+    """The best candidate's loss curve on each task against tuned AdamW's."""
+    panels = {}
+    for name, entry in best.get("tasks", {}).items():
+        if entry.get("curve"):
+            lines = {f"#{best['id']}": entry["curve"]}
+            if baselines.get(name):
+                lines["AdamW"] = baselines[name]
+            panels[f"{name} ({entry['score']:+.2f})"] = lines
+    return curve_grid(panels, path)

@@ -32,7 +32,7 @@ import torch
 
 from primitives import symbolic
 from primitives.analysis import prune
-from primitives.interpreter import compile_program
+from primitives.interpreter import compile_program, trajectory
 from primitives.kinds import Layout
 from primitives.library import ALL
 from primitives.primitive import ExecutionOptions, PrimitiveSet
@@ -407,15 +407,8 @@ def run_updates(program: Program, primitive_set: PrimitiveSet, layout: Layout, m
     g = torch.Generator().manual_seed(seed)
     shape = (2, m, n) if layout is Layout.MATRIX else (2, n)
     w = torch.randn(shape, generator=g, dtype=torch.float64)
-    state = compiled.init_state((2,), m, n, dtype=torch.float64)
-    outputs = []
-    for step in range(1, steps + 1):
-        t = torch.full((2,) + (1,) * layout.core_ndim, float(step), dtype=torch.float64)
-        u, state = compiled.step(torch.randn(shape, generator=g, dtype=torch.float64), w, t, state)
-        u = torch.broadcast_to(u, shape)
-        outputs.append(u)
-        w = w - 1e-3 * u
-    return tuple(outputs)
+    grads = [torch.randn(shape, generator=g, dtype=torch.float64) for _ in range(steps)]
+    return tuple(trajectory(compiled, w, grads, 1e-3))
 
 
 def equivalent(a: Program, b: Program, primitive_set: PrimitiveSet = ALL, steps: int = 50,

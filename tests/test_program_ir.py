@@ -14,7 +14,7 @@ from primitives import Layout
 from primitives.analysis import prune, state_buffers
 from primitives.fingerprint import fingerprint
 from primitives.hashing import structural_hash
-from primitives.interpreter import compile_program
+from primitives.interpreter import compile_program, trajectory
 from primitives.known import ADAMW, KNOWN_PROGRAMS, LION, LION_RAW, MUON
 from primitives.program import (
     ArityError,
@@ -43,18 +43,10 @@ def test_lion_raw_program_loses_its_dead_cosh_and_a_state_buffer():
 def run_program(program, steps=6, seed=0, layout=Layout.MATRIX):
     """Updates of `program` over a few steps on random data (float64)."""
     g = torch.Generator().manual_seed(seed)
-    compiled = compile_program(program, layout)
-    shape, (m, n) = ((2, 5, 3), (5, 3)) if layout is Layout.MATRIX else ((2, 4), (1, 4))
+    shape = (2, 5, 3) if layout is Layout.MATRIX else (2, 4)
     w = torch.randn(shape, generator=g, dtype=torch.float64)
-    state = compiled.init_state((2,), m, n, dtype=torch.float64)
-    outputs = []
-    for step in range(1, steps + 1):
-        t = torch.full((2,) + (1,) * layout.core_ndim, float(step), dtype=torch.float64)
-        u, state = compiled.step(torch.randn(shape, generator=g, dtype=torch.float64), w, t, state)
-        u = torch.broadcast_to(u, shape)
-        outputs.append(u)
-        w = w - 1e-2 * u
-    return torch.stack(outputs)
+    grads = [torch.randn(shape, generator=g, dtype=torch.float64) for _ in range(steps)]
+    return torch.stack(trajectory(compile_program(program, layout), w, grads, 1e-2))
 
 
 def test_pruning_keeps_lion_raws_behaviour():
