@@ -58,8 +58,13 @@ def shortened(task: Task, fraction: float) -> Task:
 
 
 class ProxyTaskEvaluator:
-    def __init__(self, config: EvaluationConfig, primitive_set: PrimitiveSet, baseline_cache: str | Path | None):
+    """The funnel. Baselines are keyed by the configured device ("cuda"); runs go to
+    `run_device` ("cuda:1" for the second GPU worker)."""
+
+    def __init__(self, config: EvaluationConfig, primitive_set: PrimitiveSet, baseline_cache: str | Path | None,
+                 run_device: str | None = None):
         self.config = config
+        self.run_device = run_device or config.device
         self.primitive_set = primitive_set
         self.seeds = tuple(range(config.seeds))
         self.protocol = TuningProtocol(extensions=config.lr_extensions, refine=config.lr_refine)
@@ -81,7 +86,7 @@ class ProxyTaskEvaluator:
     def baseline(self, name: str) -> dict:
         """Tune AdamW on one task (a job for a worker; the coordinator stores it)."""
         task = self.task(name)
-        result = tune(task, _adamw(), self.seeds, self.config.device, 1e-3, self.protocol)
+        result = tune(task, _adamw(), self.seeds, self.run_device, 1e-3, self.protocol)
         return {"task": name, "best_lr": result.best_lr, "centre": result.centre,
                 "runs": [[lr, [r.to_dict() for r in runs]] for lr, runs in result.runs.items()]}
 
@@ -92,7 +97,7 @@ class ProxyTaskEvaluator:
             base = self.baselines.get(task, self.seeds, self.config.device, self.protocol)
             if base is None:
                 raise RuntimeError(f"no AdamW baseline for task {task.name}: the coordinator computes them first")
-            result = tune(task, spec, self.seeds, self.config.device, base.best_lr, self.protocol)
+            result = tune(task, spec, self.seeds, self.run_device, base.best_lr, self.protocol)
             scored = score_task(task, result.best, base.best, result.best_lr)
             if all(r.diverged_step is not None for runs in result.runs.values() for r in runs):
                 diverged.append(task.name)

@@ -54,20 +54,32 @@ def baseline_cache_path(config: SearchConfig) -> Path:
     return Path(config.evaluation.baseline_cache) if config.evaluation.baseline_cache else default_cache_path()
 
 
-def make_evaluator(config: SearchConfig, primitive_set: PrimitiveSet):
+def worker_device(configured: str, worker: int) -> str:
+    """Worker i trains on GPU i mod the GPU count when the device is "cuda": one worker per GPU slot."""
+    if configured == "cuda":
+        import torch
+
+        count = torch.cuda.device_count()
+        if count > 1:
+            return f"cuda:{worker % count}"
+    return configured
+
+
+def make_evaluator(config: SearchConfig, primitive_set: PrimitiveSet, worker: int = 0):
     if config.evaluation.kind == "behaviour":
         target = resolve_program(config.evaluation.target, primitive_set)
         if config.evaluation.target_constants:
             target = target.with_constants(**dict(config.evaluation.target_constants))
         return BehaviourEvaluator(target, primitive_set)
-    return ProxyTaskEvaluator(config.evaluation, primitive_set, baseline_cache_path(config))
+    return ProxyTaskEvaluator(config.evaluation, primitive_set, baseline_cache_path(config),
+                              worker_device(config.evaluation.device, worker))
 
 
 def build_runner(settings: dict[str, Any]):
     """settings -> run(job); called once in each worker (and once in serial mode)."""
     config = config_from_dict(settings["config"])
     primitive_set = resolve_primitive_set(config.evolution.primitive_set)
-    evaluator = make_evaluator(config, primitive_set)
+    evaluator = make_evaluator(config, primitive_set, settings.get("worker", 0))
 
     def run(job: Job) -> Any:
         if job.kind == "baseline":

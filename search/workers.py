@@ -122,8 +122,9 @@ class WorkerPool:
 
     def _spawn(self) -> _Worker:
         parent, child = self._context.Pipe()
+        settings = {**self.settings, "worker": self._next_index}  # e.g. which GPU to take
         process = self._context.Process(
-            target=_worker_main, args=(child, self.factory, self.settings, self.memory_gb), daemon=True,
+            target=_worker_main, args=(child, self.factory, settings, self.memory_gb), daemon=True,
             name=f"optsearch-worker-{self._next_index}",
         )
         process.start()

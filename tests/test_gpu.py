@@ -1,0 +1,80 @@
+"""GPU code paths: the same results on CUDA as on the CPU. Skipped without CUDA."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from discovered import Lion, Muon, PolarGrad, ProgramOptimizer
+from helpers import default_consts, sample_arguments
+from primitives import ALL, ExecutionOptions, Layout
+from primitives.known import ADAMW, MUON, SHAMPOO
+from proxy_tasks.optimizers import parse_optimizer
+from proxy_tasks.registry import TASKS
+from proxy_tasks.runner import train
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(autouse=True)
+def _exact_matmuls():
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False  # compare like with like
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = previous
+
+
+@pytest.mark.parametrize("name", ALL.names)
+@pytest.mark.parametrize("layout", list(Layout))
+def test_primitives_agree_on_cuda(name, layout):
+    prim = ALL.get(name)
+    args = sample_arguments(prim, layout, seed=3)
+    options = ExecutionOptions(polar_backend="qdwh")
+    on_cpu = prim.bind(layout, default_consts(prim), options)(*args)
+    on_gpu = prim.bind(layout, default_consts(prim), options)(*(a.cuda() for a in args))
+    torch.testing.assert_close(on_gpu.cpu(), on_cpu, rtol=1e-7, atol=1e-9)
+
+
+def _run(make, device, dtype=torch.float64, steps=20):
+    g = torch.Generator().manual_seed(0)
+    shapes = [(12, 8), (8, 12), (4, 3, 2, 2), (9,)]
+    params = [torch.nn.Parameter(torch.randn(s, generator=g, dtype=dtype).to(device)) for s in shapes]
+    optimizer = make(params)
+    for _ in range(steps):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=g, dtype=dtype).to(device)
+        optimizer.step()
+    return [p.detach().cpu() for p in params]
+
+
+@pytest.mark.parametrize("make,atol", [
+    (lambda p: Lion(p, lr=1e-2, weight_decay=0.1), 1e-12),  # the foreach path on CUDA
+    (lambda p: Muon(p, lr=0.02, ns_dtype="float32"), 1e-5),
+    (lambda p: PolarGrad(p, lr=1e-3), 1e-9),
+    (lambda p: ProgramOptimizer(p, ADAMW, lr=1e-2), 1e-12),
+    (lambda p: ProgramOptimizer(p, MUON, lr=0.02, options=ExecutionOptions(polar_backend="svd")), 1e-9),
+    (lambda p: ProgramOptimizer(p, SHAMPOO, lr=1e-2), 1e-9),
+])
+def test_optimizers_agree_on_cuda(make, atol):
+    for a, b in zip(_run(make, "cuda"), _run(make, "cpu")):
+        torch.testing.assert_close(a, b, rtol=0, atol=atol)
+
+
+def test_bf16_muon_runs_on_cuda_close_to_fp32():
+    bf16 = _run(lambda p: Muon(p, lr=0.02), "cuda", torch.float32)
+    fp32 = _run(lambda p: Muon(p, lr=0.02, ns_dtype="float32"), "cuda", torch.float32)
+    for a, b in zip(bf16, fp32):
+        assert (a - b).abs().max() < 2e-2
+
+
+@pytest.mark.parametrize("task", ["quadratic", "mlp", "char_lm"])
+@pytest.mark.parametrize("optimizer", ["AdamW", "Muon"])
+def test_proxy_tasks_train_on_cuda_like_on_cpu(task, optimizer):
+    short = dataclasses.replace(TASKS[task], steps=10)
+    spec = parse_optimizer(optimizer if optimizer == "AdamW" else "Muon:ns_dtype=float32")
+    on_gpu = train(short, spec, 1e-3, (0, 1), device="cuda")
+    on_cpu = train(short, spec, 1e-3, (0, 1), device="cpu")
+    for a, b in zip(on_gpu, on_cpu):
+        assert a.train_loss == pytest.approx(b.train_loss, rel=1e-3)
