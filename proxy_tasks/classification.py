@@ -119,7 +119,7 @@ class DigitsCNN(Task):
     tier: ClassVar[int] = 2
     description: ClassVar[str] = "CNN conv3x3(8)-conv3x3(16)-linear on digits as 1x8x8, full batch"
     minibatch_keys: ClassVar[tuple[str, ...]] = ("x", "y")
-
+    vmap_seeds: ClassVar[bool] = False  # vmapped convolutions on the full batch ran slower than a loop
     steps: int = 60
     batch_size: int | None = None
     channels: tuple[int, int] = (8, 16)

@@ -53,6 +53,10 @@ class Rescaled(Task):
     def adamw_params(self):  # type: ignore[override]
         return self.base.adamw_params
 
+    @property
+    def vmap_seeds(self):  # type: ignore[override]
+        return self.base.vmap_seeds
+
     @classmethod
     def of(cls, base: Task, scale: float) -> Rescaled:
         """`base` rescaled, with its number of steps and batch size."""

@@ -70,9 +70,9 @@ def train(
     aux_lr: float = 1e-3,
     batched: bool | None = None,
 ) -> list[RunResult]:
-    """One run per seed at learning rate `lr`."""
+    """One run per seed at learning rate `lr` (seeds vmapped together when task and optimizer allow)."""
     if batched is None:
-        batched = spec.batchable
+        batched = spec.batchable and task.vmap_seeds
     if not batched:
         return [r for seed in seeds for r in _train(task, spec, lr, (seed,), device, aux_lr, stacked=False)]
     return _train(task, spec, lr, seeds, device, aux_lr, stacked=True)

@@ -73,6 +73,9 @@ class Task:
     minibatch_keys: ClassVar[tuple[str, ...]] = ()  # data entries sampled along dim 0 per step
     # Parameters that Muon-style optimizers should hand to AdamW, as users do.
     adamw_params: ClassVar[tuple[str, ...]] = ()
+    # Train seeds side by side under vmap (False where that measured slower than
+    # a loop: benchmarks/task_costs.py).
+    vmap_seeds: ClassVar[bool] = True
 
     steps: int = 200
     batch_size: int | None = None  # None: full batch
