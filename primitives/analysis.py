@@ -41,11 +41,14 @@ def live_mask(program: Program) -> tuple[list[bool], set[str]]:
 def prune(program: Program) -> Program:
     """The program without dead statements, unread state and unused constants."""
     mask, carried = live_mask(program)
-    body = tuple(s for s, keep in zip(program.body, mask) if keep)
-    used_constants = {c for s in body for c in s.consts}
-    if len(body) == len(program.body) and len(carried) == len(program.state) \
-            and len(used_constants) == len(program.constants):
-        return program  # already pruned: most programs a search handles are
+    if all(mask) and len(carried) == len(program.state):
+        body = program.body
+        used_constants = {c for s in body for c in s.consts}
+        if len(used_constants) == len(program.constants):
+            return program  # already pruned: most programs a search handles are
+    else:
+        body = tuple(s for s, keep in zip(program.body, mask) if keep)
+        used_constants = {c for s in body for c in s.consts}
     return dataclasses.replace(
         program,
         state=tuple(d for d in program.state if d.name in carried),

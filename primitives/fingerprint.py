@@ -92,16 +92,19 @@ def _layout_matters(program: Program, primitive_set: PrimitiveSet) -> bool:
 
 
 def fingerprint_of_values(values: np.ndarray) -> str:
-    values = np.nan_to_num(values, nan=np.pi, posinf=1e300, neginf=-1e300)
-    scale = np.max(np.abs(values)) if values.size else 0.0
-    values = np.where(np.abs(values) < ZERO_FRACTION * scale, 0.0, values)
+    if not np.isfinite(values).all():  # rare, and nan_to_num costs more than the rest of this function
+        values = np.nan_to_num(values, nan=np.pi, posinf=1e300, neginf=-1e300)
+    magnitude = np.abs(values)
+    if values.size:
+        values = np.where(magnitude < ZERO_FRACTION * magnitude.max(), 0.0, values)
     mantissa, exponent = np.frexp(values)
-    rounded = np.round(mantissa * (1 << MANTISSA_BITS)).astype(np.int64)
+    rounded = np.rint(mantissa * (1 << MANTISSA_BITS)).astype(np.int64)
     # A value just below a power of two rounds up to mantissa 1.0: write it as
     # 0.5 * 2^(e+1), the form frexp gives the power of two itself.
     carry = np.abs(rounded) == (1 << MANTISSA_BITS)
-    rounded = np.where(carry, rounded // 2, rounded)
-    exponent = exponent + carry
+    if carry.any():
+        rounded = np.where(carry, rounded // 2, rounded)
+        exponent = exponent + carry
     digest = hashlib.blake2b(rounded.tobytes() + exponent.astype(np.int32).tobytes(), digest_size=8)
     return digest.hexdigest()
 

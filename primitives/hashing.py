@@ -45,22 +45,29 @@ def round_constant(value: float, perturb: str) -> float:
     return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
 
 
+@functools.lru_cache(maxsize=65536)
+def _head(primitive_set: PrimitiveSet, op: str, values: tuple[float, ...]) -> tuple[int, bool]:
+    """(hash of an op with its rounded constants, whether its arguments commute)."""
+    prim = primitive_set.get(op)
+    consts = tuple([round_constant(v, spec.perturb) for v, spec in zip(values, prim.consts)])
+    return hash((_code(op), consts)), prim.commutative
+
+
 def structural_hash(program: Program, primitive_set: PrimitiveSet = ALL, pruned: bool = False) -> str:
     """16 hex digits. Pass pruned=True if `program` is already pruned."""
     if not pruned:
         program = prune(program)
-    constants = program.constant_values
+    constants = dict(program.constants)
     # Registers become list slots: inputs, then state registers, then temporaries.
     slots = {"g": 0, "w": 1, "t": 2}
     for decl in program.state:
         slots[decl.name] = len(slots)
     code = []
     for stmt in program.body:
-        prim = primitive_set.get(stmt.op)
-        consts = tuple([round_constant(constants[c], spec.perturb) for c, spec in zip(stmt.consts, prim.consts)])
+        head, commutative = _head(primitive_set, stmt.op, tuple([constants[c] for c in stmt.consts]))
         args = tuple([slots[a] for a in stmt.args])
         out = slots.setdefault(stmt.out, len(slots))
-        code.append((out, args, prim.commutative, hash((_code(stmt.op), consts))))
+        code.append((out, args, commutative, head))
     kind_keys = [hash((_code(d.kind.value), _code(d.init), d.eps)) for d in program.state]
     labels = kind_keys
     env: list[int] = []

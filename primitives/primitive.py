@@ -182,6 +182,16 @@ class Primitive:
             raise KindError(*answer.args)
         return answer
 
+    def known_result_kind(self, kinds: tuple[Kind, ...]) -> Kind | None:
+        """result_kind without the exception: None where the primitive does not apply."""
+        answer = self._kinds_seen.get(kinds)
+        if answer is None:
+            try:
+                return self.result_kind(kinds)
+            except KindError:
+                return None
+        return answer if isinstance(answer, Kind) else None
+
     def bind(
         self,
         layout: Layout,
@@ -226,7 +236,7 @@ class PrimitiveSet:
             raise ValueError(f"duplicate primitive names in set {self.name!r}")
 
     @functools.cached_property
-    def _by_name(self) -> dict[str, Primitive]:
+    def primitives_by_name(self) -> dict[str, Primitive]:
         return {p.name: p for p in self.primitives}
 
     @property
@@ -234,7 +244,7 @@ class PrimitiveSet:
         return tuple(p.name for p in self.primitives)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._by_name
+        return name in self.primitives_by_name
 
     def __iter__(self):
         return iter(self.primitives)
@@ -244,7 +254,7 @@ class PrimitiveSet:
 
     def get(self, name: str) -> Primitive:
         try:
-            return self._by_name[name]
+            return self.primitives_by_name[name]
         except KeyError:
             close = difflib.get_close_matches(name, self.names, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""

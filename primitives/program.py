@@ -172,31 +172,49 @@ def _where(index: int, stmt: Statement) -> str:
 
 
 def _check_structure(program: Program) -> None:
-    if not isinstance(program.body, tuple) or not isinstance(program.state, tuple):
-        raise MalformedProgramError("a program's state and body must be tuples")
-    names = [decl.name for decl in program.state]
-    if len(set(names)) != len(names):
-        raise MalformedProgramError(f"a state register is declared twice ({', '.join(sorted(names))})")
-    for decl in program.state:
-        if decl not in _WELL_FORMED:
+    if not all(isinstance(part, tuple) for part in (program.body, program.state, program.constants)):
+        raise MalformedProgramError("a program's state, constants and body must be tuples")
+    if not _seen(program.state):
+        names = [getattr(decl, "name", None) for decl in program.state]
+        if len(set(names)) != len(names):
+            raise MalformedProgramError(f"a state register is declared twice ({', '.join(map(str, names))})")
+        for decl in program.state:
             _check_state(decl)
-    names = [k for k, _ in program.constants]
-    for name, value in program.constants:
-        check_name(name, "constant")
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise MalformedProgramError(f"constant {name!r} must be a number, got {value!r}")
-    if len(set(names)) != len(names):
-        raise MalformedProgramError("a constant is declared twice")
+        _remember(program.state)
+    if not _seen(program.constants):
+        for entry in program.constants:
+            if not (isinstance(entry, tuple) and len(entry) == 2):
+                raise MalformedProgramError(f"constants are (name, value) pairs, got {entry!r}")
+            name, value = entry
+            check_name(name, "constant")
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise MalformedProgramError(f"constant {name!r} must be a number, got {value!r}")
+        if len({name for name, _ in program.constants}) != len(program.constants):
+            raise MalformedProgramError("a constant is declared twice")
+        _remember(program.constants)
     check_name(program.output, "output")
     for index, stmt in enumerate(program.body):
-        if stmt not in _WELL_FORMED:
+        if not _seen(stmt):
             _check_statement(index, stmt)
+            _remember(stmt)
 
 
-# Statements and state declarations already checked (the search checks the
-# same few thousand all day); bounded so that it cannot grow without limit.
-_WELL_FORMED: set[Statement | StateDecl] = set()
-_WELL_FORMED_LIMIT = 200_000
+# Parts already checked. The search checks the same few thousand statement,
+# state and constant objects all day (a child shares its parent's), so they
+# are remembered by identity, which costs far less than hashing a Statement.
+# The object is kept as the value: an id cannot be reused while its entry
+# exists. Bounded so that it cannot grow without limit.
+_WELL_FORMED: dict[int, object] = {}
+_WELL_FORMED_LIMIT = 100_000
+
+
+def _seen(part: object) -> bool:
+    return _WELL_FORMED.get(id(part)) is part
+
+
+def _remember(part: object) -> None:
+    if len(_WELL_FORMED) < _WELL_FORMED_LIMIT:
+        _WELL_FORMED[id(part)] = part
 
 
 def _check_state(decl: StateDecl) -> None:
@@ -214,8 +232,6 @@ def _check_state(decl: StateDecl) -> None:
             raise ProgramKindError(f"state register {decl.name!r}: init 'eye' needs kind ROW or COL, not {decl.kind}")
         if not (isinstance(decl.eps, (int, float)) and 0 < decl.eps <= 1):
             raise ConstantRangeError(f"state register {decl.name!r}: eye scale must be in (0, 1], got {decl.eps!r}")
-    if len(_WELL_FORMED) < _WELL_FORMED_LIMIT:
-        _WELL_FORMED.add(decl)
 
 
 def _check_statement(index: int, stmt: Statement) -> None:
@@ -228,13 +244,50 @@ def _check_statement(index: int, stmt: Statement) -> None:
         check_name(c, "constant")
     if stmt.out in INPUTS:
         raise MalformedProgramError(f"{_where(index, stmt)}: the input {stmt.out!r} cannot be assigned")
-    if len(_WELL_FORMED) < _WELL_FORMED_LIMIT:
-        _WELL_FORMED.add(stmt)
 
 
 def validate(program: Program, primitive_set: PrimitiveSet = ALL) -> Analysis:
     """Check a program before anything runs; raise a ProgramError saying why it is invalid."""
     _check_structure(program)
+    analysis = _infer_kinds(program, primitive_set)
+    if analysis is not None:
+        return analysis
+    return _explain(program, primitive_set)  # raises, saying which statement is wrong and why
+
+
+def _infer_kinds(program: Program, primitive_set: PrimitiveSet) -> Analysis | None:
+    """The Analysis of a valid program, or None: the search's hot path, so no messages here.
+
+    Every check of `_explain` is made, in a form that is cheap when it passes.
+    """
+    constants = dict(program.constants)
+    state_kinds = {d.name: d.kind for d in program.state}
+    env: dict[str, Kind] = {**INPUTS, **state_kinds}
+    by_name = primitive_set.primitives_by_name
+    kinds = []
+    for stmt in program.body:
+        prim = by_name.get(stmt.op)
+        if prim is None or len(stmt.args) != prim.arity or len(stmt.consts) != len(prim.consts):
+            return None
+        try:
+            arg_kinds = tuple([env[a] for a in stmt.args])
+            for spec, const in zip(prim.consts, stmt.consts):
+                if not spec.contains(float(constants[const])):
+                    return None
+        except KeyError:  # an undefined register or constant
+            return None
+        kind = prim.known_result_kind(arg_kinds)
+        if kind is None or (stmt.out in state_kinds and kind is not state_kinds[stmt.out]):
+            return None
+        env[stmt.out] = kind
+        kinds.append(kind)
+    if env.get(program.output) is not Kind.PARAM:
+        return None
+    return Analysis(tuple(kinds), Kind.PARAM)
+
+
+def _explain(program: Program, primitive_set: PrimitiveSet) -> Analysis:
+    """Abstract execution, statement by statement, raising at the first problem with its reason."""
     constants = program.constant_values
     state_kinds = {d.name: d.kind for d in program.state}
     env: dict[str, Kind] = {**INPUTS, **state_kinds}

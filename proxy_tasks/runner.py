@@ -45,13 +45,25 @@ def _downsample(curve: Tensor, points: int = CURVE_POINTS) -> list[tuple[float, 
 WARMUP_FRACTION = 0.05
 
 
-def lr_factor(step: int, steps: int) -> float:
-    """Multiplier of the learning rate at `step` (0-based) of `steps`: warmup, then cosine to 0."""
+def lr_factor(step: int, steps: int, schedule: str = "cosine") -> float:
+    """Multiplier of the learning rate at `step` (0-based) of `steps`.
+
+    "cosine" (every search and bench run): linear warmup, then cosine to 0.
+    "constant": 1 throughout, for studies of an optimizer's own step-size
+    control (benchmarks/matrix_polar_check.py).
+    """
+    if schedule == "constant":
+        return 1.0
+    if schedule != "cosine":
+        raise ValueError(f"unknown schedule {schedule!r}; expected one of {SCHEDULES}")
     warmup = max(1, round(WARMUP_FRACTION * steps))
     if step < warmup:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, steps - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+SCHEDULES = ("cosine", "constant")
 
 
 def minibatch_indices(task: Task, data: dict[str, Tensor], seed: int) -> Tensor | None:
@@ -69,16 +81,19 @@ def train(
     device: str = "cpu",
     aux_lr: float = 1e-3,
     batched: bool | None = None,
+    schedule: str = "cosine",
 ) -> list[RunResult]:
     """One run per seed at learning rate `lr` (seeds vmapped together when task and optimizer allow)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; expected one of {SCHEDULES}")
     if batched is None:
         batched = spec.batchable and task.vmap_seeds
     if not batched:
-        return [r for seed in seeds for r in _train(task, spec, lr, (seed,), device, aux_lr, stacked=False)]
-    return _train(task, spec, lr, seeds, device, aux_lr, stacked=True)
+        return [r for seed in seeds for r in _train(task, spec, lr, (seed,), device, aux_lr, schedule, stacked=False)]
+    return _train(task, spec, lr, seeds, device, aux_lr, schedule, stacked=True)
 
 
-def _train(task, spec, lr, seeds, device, aux_lr, stacked: bool) -> list[RunResult]:
+def _train(task, spec, lr, seeds, device, aux_lr, schedule: str, stacked: bool) -> list[RunResult]:
     start = time.perf_counter()
     datas = [task.data(s) for s in seeds]
     indices = [minibatch_indices(task, d, s) for d, s in zip(datas, seeds)]
@@ -122,7 +137,7 @@ def _train(task, spec, lr, seeds, device, aux_lr, stacked: bool) -> list[RunResu
                 diverged_at[i] = step
         if all(d is not None for d in diverged_at):
             break
-        factor = lr_factor(step, task.steps)
+        factor = lr_factor(step, task.steps, schedule)
         for group, key, base in scheduled:
             group[key] = base * factor
         optimizer.step()
