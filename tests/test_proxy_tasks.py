@@ -13,7 +13,7 @@ from primitives.known import ADAMW, SGD
 from primitives.serialize import save
 from proxy_tasks.optimizers import OptimizerSpec, UnknownOptimizerError, parse_optimizer
 from proxy_tasks.registry import HELD_OUT, TASKS, TRAINING, UnknownTaskError, get_task, select_tasks
-from proxy_tasks.runner import train
+from proxy_tasks.runner import lr_factor, train
 from proxy_tasks.scoring import BaselineCache, score_task, seed_score, suite_score
 from proxy_tasks.task import RunResult
 from proxy_tasks.tuning import TuningProtocol, tune
@@ -67,6 +67,20 @@ def test_divergence_stops_a_run_and_counts_as_infinite_loss():
     results = train(task, parse_optimizer("SGD"), 1e3, (0, 1))
     assert all(r.diverged_step is not None and r.train_loss == math.inf for r in results)
     assert all(r.diverged_step < task.steps for r in results)
+
+
+def test_schedules_warm_up_then_anneal_or_stay_constant():
+    steps = 100
+    cosine = [lr_factor(step, steps) for step in range(steps)]
+    assert cosine[0] == pytest.approx(0.2) and max(cosine) == pytest.approx(1.0)  # 5 warmup steps
+    assert all(a >= b for a, b in zip(cosine[5:], cosine[6:])) and cosine[-1] < 1e-3
+    assert all(lr_factor(step, steps, "constant") == 1.0 for step in range(steps))
+    task = SHORT["quadratic"]
+    spec = parse_optimizer("SGD")
+    annealed, constant = (train(task, spec, 0.1, (0,), schedule=s)[0] for s in ("cosine", "constant"))
+    assert annealed.train_loss != constant.train_loss
+    with pytest.raises(ValueError, match="unknown schedule 'linear'"):
+        train(task, spec, 0.1, (0,), schedule="linear")
 
 
 def test_seed_scores():
