@@ -66,8 +66,8 @@ def lion_space(evals: int) -> None:
     for label, count in rows:
         print(f"| {label} | {count} | {count / c.generated:.1%} |")
     print(f"| **all generated** | {c.generated} | |")
-    print(f"\ncache hit rate among valid programs: {c.cache_hit_rate:.1%}; "
-          f"stopped by the hurdle: {c.cheap_only} of {c.trained} trained")
+    print(f"\ncache hit rate among valid programs: {c.cache_hit_rate:.1%} "
+          "(the cheap tier is the whole suite here, so no hurdle applies)")
 
 
 def main() -> None:
