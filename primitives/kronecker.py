@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from primitives.finite import finite_or_zero, nan_unless
+
 
 def gram_left(x: Tensor) -> Tensor:
     """x x^T (m x m): the left (row) Kronecker statistic."""
@@ -37,11 +39,11 @@ def inverse_root(A: Tensor, p: float, eps: float) -> Tensor:
     the inverse root amplifies, and fp32 eigh loses them first. Eigenvalues
     below zero (round-off of a PSD matrix) are clamped to zero before eps.
     """
-    work = A.to(torch.float64)
+    work, finite = finite_or_zero(A.to(torch.float64))
     work = 0.5 * (work + work.mT)  # exact symmetry for eigh
     eigenvalues, Q = torch.linalg.eigh(work)
     scale = (torch.clamp(eigenvalues, min=0.0) + eps) ** (-1.0 / p)
-    return ((Q * scale.unsqueeze(-2)) @ Q.mT).to(A.dtype)
+    return nan_unless((Q * scale.unsqueeze(-2)) @ Q.mT, finite).to(A.dtype)
 
 
 def kron_precondition(L: Tensor, x: Tensor, R: Tensor, p: float, eps: float) -> Tensor:

@@ -16,6 +16,8 @@ import functools
 import torch
 from torch import Tensor
 
+from primitives.finite import finite_or_zero, nan_unless
+
 # x / (rms(x) + NORMALIZE_EPS): the eps only matters for an all-zero input,
 # which then stays zero instead of becoming NaN.
 NORMALIZE_EPS = 1e-12
@@ -91,7 +93,8 @@ def spectral_norm_vector(x: Tensor) -> Tensor:
 
 def nuclear_norm(x: Tensor) -> Tensor:
     """||x||_* = sum of singular values (exact, via svdvals). Shape (..., 1, 1)."""
-    return torch.linalg.svdvals(x).sum(dim=-1)[..., None, None]
+    work, finite = finite_or_zero(x)
+    return nan_unless(torch.linalg.svdvals(work).sum(dim=-1)[..., None, None], finite)
 
 
 def nuclear_norm_vector(x: Tensor) -> Tensor:

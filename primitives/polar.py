@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from primitives.finite import finite_or_zero, nan_unless
 from primitives.qdwh import qdwh
 
 Coefficients = tuple[float, float, float]
@@ -117,10 +118,10 @@ SVD_RANK_TOL = 1e-12
 
 def polar_svd(x: Tensor) -> Tensor:
     """Exact U V^T from a thin SVD, computed in at least float64 precision on CPU."""
-    work = x.to(torch.float64) if x.device.type == "cpu" else x
+    work, finite = finite_or_zero(x.to(torch.float64) if x.device.type == "cpu" else x)
     U, S, Vh = torch.linalg.svd(work, full_matrices=False)
     keep = (S > SVD_RANK_TOL * S[..., :1]).to(work.dtype)
-    return ((U * keep.unsqueeze(-2)) @ Vh).to(x.dtype)
+    return nan_unless((U * keep.unsqueeze(-2)) @ Vh, finite).to(x.dtype)
 
 
 def polar(

@@ -31,6 +31,8 @@ import math
 import torch
 from torch import Tensor
 
+from primitives.finite import finite_or_zero, nan_unless
+
 # Above this c the Cholesky form's Z = c U^T U + I is too ill-conditioned
 # (JAX and PolarGrad switch forms at the same point).
 QR_THRESHOLD = 100.0
@@ -77,6 +79,7 @@ def qdwh(x: Tensor, iterations: int = 6) -> Tensor:
     """Polar factor of x (..., m, n) by `iterations` QDWH steps in x's dtype."""
     if x.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"qdwh needs float32 or float64 input (QR has no {x.dtype} kernel), got {x.dtype}")
+    x, finite = finite_or_zero(x)  # Cholesky raises on NaN: keep NaN per matrix instead
     wide = x.size(-2) < x.size(-1)
     U = x.mT if wide else x
     # alpha = sqrt(||X||_1 ||X||_inf) >= sigma_max, so U / alpha has sigma_max <= 1.
@@ -88,4 +91,4 @@ def qdwh(x: Tensor, iterations: int = 6) -> Tensor:
     for a, b, c in qdwh_coefficients(torch.finfo(x.dtype).eps, iterations):
         U = _qr_step(U, a, b, c) if c > QR_THRESHOLD else _cholesky_step(U, a, b, c)
     U = 1.5 * U - 0.5 * U @ (U.mT @ U)
-    return U.mT if wide else U
+    return nan_unless(U.mT if wide else U, finite)

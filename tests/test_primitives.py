@@ -193,6 +193,24 @@ def test_zero_and_rank_deficient_inputs_give_finite_outputs(name, layout, backen
         assert torch.isfinite(fn(*args)).all(), (name, backend)
 
 
+@pytest.mark.parametrize("name,backend", NAME_BACKEND)
+@pytest.mark.parametrize("layout", list(Layout))
+def test_a_non_finite_matrix_in_a_batch_leaves_the_others_alone(name, layout, backend):
+    """A diverged seed trained beside others: no exception, the healthy seed's result unchanged."""
+    prim = ALL.get(name)
+    fn = prim.bind(layout, default_consts(prim), ExecutionOptions(polar_backend=backend))
+    args = sample_arguments(prim, layout, batch=(2,))
+    clean = fn(*args)
+    poisoned_args = [a.clone() for a in args]
+    for value in (float("nan"), float("inf")):
+        for a in poisoned_args:
+            if a.shape[0] == 2:  # every argument batched along dim 0 holds a bad entry in element 1
+                a[1].reshape(-1)[0] = value
+        poisoned = fn(*poisoned_args)
+        if clean.shape[0] == 2:
+            torch.testing.assert_close(poisoned[0], clean[0], equal_nan=True)
+
+
 def test_guards_keep_extreme_inputs_finite():
     huge = torch.tensor([1e30, -1e30, 0.0, 100.0])
     for name in ("exp", "cosh", "log", "sqrt", "tanh", "sign"):

@@ -83,6 +83,24 @@ def test_schedules_warm_up_then_anneal_or_stay_constant():
         train(task, spec, 0.1, (0,), schedule="linear")
 
 
+@pytest.mark.parametrize("method", ["svd", "qdwh"])
+def test_a_diverged_seed_does_not_stop_the_seeds_beside_it(method):
+    """Seeds stacked along a batch dimension: NaN in one seed's gradient reaches svd/cholesky."""
+    from discovered import PolarGrad
+
+    torch.manual_seed(0)
+    start = torch.randn(2, 5, 3)
+    grad = torch.randn(2, 5, 3)
+    grad[1, 0, 0] = math.nan
+    stacked = torch.nn.Parameter(start.clone())
+    alone = torch.nn.Parameter(start[0].clone())
+    stacked.grad, alone.grad = grad.clone(), grad[0].clone()
+    PolarGrad([stacked], lr=0.1, method=method, batch_dims=1).step()
+    PolarGrad([alone], lr=0.1, method=method).step()
+    torch.testing.assert_close(stacked.detach()[0], alone.detach())
+    assert torch.isnan(stacked.detach()[1]).all()
+
+
 def test_seed_scores():
     assert seed_score(1.0, 1.0) == 0.0
     assert seed_score(math.e, 1.0) == pytest.approx(1.0)
