@@ -43,6 +43,13 @@ def _downsample(curve: Tensor, points: int = CURVE_POINTS) -> list[tuple[float, 
 
 
 WARMUP_FRACTION = 0.05
+SCHEDULES = ("cosine", "constant")
+
+
+def check_schedule(schedule: str) -> str:
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; expected one of {SCHEDULES}")
+    return schedule
 
 
 def lr_factor(step: int, steps: int, schedule: str = "cosine") -> float:
@@ -52,18 +59,13 @@ def lr_factor(step: int, steps: int, schedule: str = "cosine") -> float:
     "constant": 1 throughout, for studies of an optimizer's own step-size
     control (benchmarks/matrix_polar_check.py).
     """
-    if schedule == "constant":
+    if check_schedule(schedule) == "constant":
         return 1.0
-    if schedule != "cosine":
-        raise ValueError(f"unknown schedule {schedule!r}; expected one of {SCHEDULES}")
     warmup = max(1, round(WARMUP_FRACTION * steps))
     if step < warmup:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, steps - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-SCHEDULES = ("cosine", "constant")
 
 
 def minibatch_indices(task: Task, data: dict[str, Tensor], seed: int) -> Tensor | None:
@@ -84,8 +86,7 @@ def train(
     schedule: str = "cosine",
 ) -> list[RunResult]:
     """One run per seed at learning rate `lr` (seeds vmapped together when task and optimizer allow)."""
-    if schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r}; expected one of {SCHEDULES}")
+    check_schedule(schedule)  # before any training
     if batched is None:
         batched = spec.batchable and task.vmap_seeds
     if not batched:

@@ -67,3 +67,51 @@ def rename(program: Program, prefix: str = "r_") -> Program:
         body=tuple(dataclasses.replace(s, out=new(s.out), args=tuple(map(new, s.args))) for s in program.body),
         output=new(program.output),
     )
+
+
+@st.composite
+def raw_programs(draw, primitive_set=ALL, max_statements=6) -> Program:
+    """Well-formed but often invalid programs: any op, any register (defined or not), any constant value."""
+    names = ["g", "w", "t", "s0", "s1", "a", "b", "u"]
+    state = tuple(StateDecl(name, draw(st.sampled_from(STATE_KINDS))) for name in ("s0", "s1")[: draw(st.integers(0, 2))])
+    constants = (("c0", draw(st.sampled_from([0.5, 0.9, -1.0, 2.0, 1e-8, 1e7]))),)
+    body = []
+    for _ in range(draw(st.integers(1, max_statements))):
+        prim = primitive_set.get(draw(st.sampled_from(primitive_set.names)))
+        arity = prim.arity + draw(st.sampled_from([0, 0, 0, 1]))  # sometimes a wrong arity
+        args = tuple(draw(st.sampled_from(names)) for _ in range(arity))
+        consts = tuple(draw(st.sampled_from(["c0", "c0", "c1"])) for _ in prim.consts)  # c1 is undeclared
+        body.append(Statement(draw(st.sampled_from(["a", "b", "u", "s0", "s1"])), prim.name, args, consts))
+    return Program(state, constants, tuple(body), output=draw(st.sampled_from(["u", "u", "a"])))
+
+
+@st.composite
+def corrupted_programs(draw, primitive_set=ALL) -> Program:
+    """A valid program with one random change that may or may not make it invalid."""
+    program = draw(programs(primitive_set))
+    body = list(program.body)
+    if not body:
+        return dataclasses.replace(program, output="nowhere")
+    index = draw(st.integers(0, len(body) - 1))
+    stmt = body[index]
+    how = draw(st.sampled_from(["constant", "argument", "op", "output", "state", "write"]))
+    if how == "constant" and program.constants:
+        name, _ = draw(st.sampled_from(program.constants))
+        value = draw(st.sampled_from([-1.0, 0.0, 1.0, 2.0, 1e7, float("inf")]))
+        return program.with_constants(**{name: value})
+    if how == "argument" and stmt.args:
+        args = list(stmt.args)
+        args[draw(st.integers(0, len(args) - 1))] = draw(st.sampled_from(["undefined", "g", "t", stmt.out]))
+        body[index] = dataclasses.replace(stmt, args=tuple(args))
+    elif how == "op":
+        prim = primitive_set.get(draw(st.sampled_from(primitive_set.names)))
+        if len(prim.consts) == len(stmt.consts):
+            body[index] = dataclasses.replace(stmt, op=prim.name)
+    elif how == "output":
+        return dataclasses.replace(program, output=draw(st.sampled_from(["g", "t", "nowhere", stmt.out])))
+    elif how == "write" and program.state:  # store the value in a state register, whatever its kind
+        body[index] = dataclasses.replace(stmt, out=draw(st.sampled_from(program.state)).name)
+    elif how == "state" and program.state:
+        decl = dataclasses.replace(program.state[0], kind=draw(st.sampled_from(STATE_KINDS)), init="zeros", eps=0.0)
+        return dataclasses.replace(program, state=(decl, *program.state[1:]))
+    return dataclasses.replace(program, body=tuple(body))

@@ -9,8 +9,9 @@ import re
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from primitives import Layout
+from primitives import ALL, Layout
 from primitives.analysis import prune, state_buffers
 from primitives.fingerprint import fingerprint
 from primitives.hashing import structural_hash
@@ -20,14 +21,17 @@ from primitives.program import (
     ArityError,
     ConstantRangeError,
     MalformedProgramError,
+    ProgramError,
     ProgramKindError,
     UndefinedRegisterError,
     UnknownOpError,
     UnreachableOutputError,
+    _explain,
+    _infer_kinds,
     validate,
 )
 from primitives.serialize import from_json, load, parse, save, to_dict, to_json
-from strategies import programs, rename
+from strategies import corrupted_programs, programs, raw_programs, rename
 
 # --- pruning -----------------------------------------------------------------
 
@@ -263,6 +267,17 @@ def test_symbolic_layer_never_crashes_on_valid_programs(program):
     validate(pruned)
     assert structural_hash(program) == structural_hash(pruned)
     assert len(fingerprint(program)) == 16
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(st.one_of(raw_programs(), corrupted_programs()))
+def test_fast_validity_pass_agrees_with_the_explaining_one(program):
+    """validate's message-free pass (the search's hot path) accepts exactly what the explaining pass accepts."""
+    try:
+        explained = _explain(program, ALL)
+    except ProgramError:
+        explained = None
+    assert _infer_kinds(program, ALL) == explained
 
 
 @PROPERTY_SETTINGS
