@@ -23,6 +23,14 @@ def _pyplot():
     return plt
 
 
+def _save(figure, path: Path) -> Path:
+    """Write the figure as a PNG and free it (pyplot keeps every open figure alive)."""
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    _pyplot().close(figure)
+    return path
+
+
 def progress(events: list[dict], window: int, path: Path) -> Path:
     """Score of every evaluated candidate, best so far, median of the last `window`, held-out scores."""
     plt = _pyplot()
@@ -44,10 +52,7 @@ def progress(events: list[dict], window: int, path: Path) -> Path:
     ax.set_ylabel("score vs tuned AdamW")
     if scored:
         ax.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def pareto(events: list[dict], front_ids: set[int], path: Path) -> Path:
@@ -67,10 +72,7 @@ def pareto(events: list[dict], front_ids: set[int], path: Path) -> Path:
     ax.set_ylabel("score")
     if scored:
         ax.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def curve_grid(panels: dict[str, dict[str, list[float]]], path: Path) -> Path | None:
@@ -91,10 +93,7 @@ def curve_grid(panels: dict[str, dict[str, list[float]]], path: Path) -> Path | 
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def loss_curves(best: dict, baselines: dict[str, list[float]], path: Path) -> Path | None:
