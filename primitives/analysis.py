@@ -21,13 +21,14 @@ from primitives.program import Program
 
 def live_mask(program: Program) -> tuple[list[bool], set[str]]:
     """(live flag per statement, state registers whose previous value is read)."""
-    state = set(program.state_names)
+    body = program.body
+    state = {decl.name for decl in program.state}
     carried: set[str] = set()
     while True:
-        live = {program.output} | carried
-        mask = [False] * len(program.body)
-        for index in range(len(program.body) - 1, -1, -1):
-            stmt = program.body[index]
+        live = {program.output, *carried}
+        mask = [False] * len(body)
+        for index in range(len(body) - 1, -1, -1):
+            stmt = body[index]
             if stmt.out in live:
                 mask[index] = True
                 live.discard(stmt.out)
@@ -42,17 +43,19 @@ def prune(program: Program) -> Program:
     """The program without dead statements, unread state and unused constants."""
     mask, carried = live_mask(program)
     if all(mask) and len(carried) == len(program.state):
+        if not program.constants:
+            return program
         body = program.body
         used_constants = {c for s in body for c in s.consts}
         if len(used_constants) == len(program.constants):
             return program  # already pruned: most programs a search handles are
     else:
-        body = tuple(s for s, keep in zip(program.body, mask) if keep)
+        body = tuple([s for s, keep in zip(program.body, mask) if keep])
         used_constants = {c for s in body for c in s.consts}
     return dataclasses.replace(
         program,
-        state=tuple(d for d in program.state if d.name in carried),
-        constants=tuple((k, v) for k, v in program.constants if k in used_constants),
+        state=tuple([d for d in program.state if d.name in carried]),
+        constants=tuple([(k, v) for k, v in program.constants if k in used_constants]),
         body=body,
     )
 

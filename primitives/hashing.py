@@ -10,8 +10,13 @@ constants (a Merkle DAG), with inputs as fixed leaves. A state register's
 previous value is a leaf labelled by the register's kind and its *update
 expression*, found by refinement: start from the kind alone, hash the body,
 relabel every state from the hash of its end-of-step value, repeat (as in
-Weisfeiler-Lehman graph hashing). After n_states + 1 rounds the labels encode
-each register's update rule, so names and declaration order drop out.
+Weisfeiler-Lehman graph hashing), so names and declaration order drop out.
+Refinement stops as soon as every state has a label of its own: the labels
+then name the registers canonically, and the set of (label, end-of-step
+value) pairs spells out the whole recurrence. Most programs get there at
+once (one state, or states of different kinds) or after one relabelling
+(Adam's m and v); registers that stay alike (symmetric states) get
+n_states + 1 rounds.
 
 Hashes are built from Python's hash of tuples of ints and floats, which is
 the same in every process (only str hashes are salted per process): op names
@@ -26,9 +31,10 @@ import zlib
 from primitives.analysis import prune
 from primitives.library import ALL
 from primitives.primitive import PrimitiveSet
-from primitives.program import Program
+from primitives.program import Program, lookup
 
-_INPUT_LEAVES = (hash(("input", 1)), hash(("input", 2)), hash(("input", 3)))  # g, w, t
+_INPUT_TAG, _STATE_TAG = zlib.crc32(b"input"), zlib.crc32(b"state")
+_INPUT_LEAVES = {"g": hash((_INPUT_TAG, 1)), "w": hash((_INPUT_TAG, 2)), "t": hash((_INPUT_TAG, 3))}
 SIGNIFICANT_DIGITS = 3
 
 
@@ -45,6 +51,11 @@ def round_constant(value: float, perturb: str) -> float:
     return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
 
 
+@functools.lru_cache(maxsize=None)
+def _state_key(kind, init: str, eps: float) -> int:
+    return hash((_code(kind.value), _code(init), eps))
+
+
 @functools.lru_cache(maxsize=65536)
 def _head(primitive_set: PrimitiveSet, op: str, values: tuple[float, ...]) -> tuple[int, bool]:
     """(hash of an op with its rounded constants, whether its arguments commute)."""
@@ -53,28 +64,49 @@ def _head(primitive_set: PrimitiveSet, op: str, values: tuple[float, ...]) -> tu
     return hash((_code(op), consts)), prim.commutative
 
 
+def _merkle(code: list[tuple[str, tuple[str, ...], int, bool]], env: dict[str, int]) -> dict[str, int]:
+    """Hash every statement's value from its op head and its arguments' hashes, in order."""
+    for out, args, head, commutative in code:
+        if len(args) == 1:
+            env[out] = hash((head, env[args[0]]))
+        elif len(args) == 2:
+            first, second = env[args[0]], env[args[1]]
+            if commutative and second < first:
+                first, second = second, first
+            env[out] = hash((head, first, second))
+        else:
+            arg_hashes = [env[a] for a in args]
+            if commutative:
+                arg_hashes.sort()
+            env[out] = hash((head, *arg_hashes))
+    return env
+
+
 def structural_hash(program: Program, primitive_set: PrimitiveSet = ALL, pruned: bool = False) -> str:
     """16 hex digits. Pass pruned=True if `program` is already pruned."""
     if not pruned:
         program = prune(program)
-    constants = dict(program.constants)
-    # Registers become list slots: inputs, then state registers, then temporaries.
-    slots = {"g": 0, "w": 1, "t": 2}
-    for decl in program.state:
-        slots[decl.name] = len(slots)
-    code = []
-    for stmt in program.body:
-        head, commutative = _head(primitive_set, stmt.op, tuple([constants[c] for c in stmt.consts]))
-        args = tuple([slots[a] for a in stmt.args])
-        out = slots.setdefault(stmt.out, len(slots))
-        code.append((out, args, commutative, head))
-    kind_keys = [hash((_code(d.kind.value), _code(d.init), d.eps)) for d in program.state]
-    labels = kind_keys
-    env: list[int] = []
-    for _ in range(len(kind_keys) + 1):
-        env = [*_INPUT_LEAVES, *(hash(("state", label)) for label in labels)] + [0] * (len(slots) - 3 - len(labels))
-        for out, args, commutative, head in code:
-            arg_hashes = tuple([env[i] for i in args])
-            env[out] = hash((head, tuple(sorted(arg_hashes)) if commutative else arg_hashes))
-        labels = [hash((key, env[3 + i])) for i, key in enumerate(kind_keys)]
-    return format(hash((env[slots[program.output]], tuple(sorted(labels)))) & 0xFFFFFFFFFFFFFFFF, "016x")
+    # (Comprehensions cost a function call each in Python 3.11: this is written
+    # to make none it does not need, since most programs are small and stateless.)
+    constants = dict(program.constants) if program.constants else None
+    code = [
+        (stmt.out, stmt.args, *_head(primitive_set, stmt.op, lookup(constants, stmt.consts) if stmt.consts else ()))
+        for stmt in program.body
+    ]
+    if not program.state:
+        return _digest(_merkle(code, _INPUT_LEAVES.copy())[program.output], ())
+    names = [decl.name for decl in program.state]
+    keys = [_state_key(decl.kind, decl.init, decl.eps) for decl in program.state]
+    leaves = [hash((_STATE_TAG, key)) for key in keys]
+    env = _merkle(code, {**_INPUT_LEAVES, **dict(zip(names, leaves))})
+    for _ in range(len(keys)):  # at most one relabelling per state (each splits a class, or nothing will)
+        if len(set(leaves)) == len(leaves):
+            break
+        leaves = [hash((_STATE_TAG, hash((key, env[name])))) for key, name in zip(keys, names)]
+        env = _merkle(code, {**_INPUT_LEAVES, **dict(zip(names, leaves))})
+    # (label, end-of-step value) per carried state: the recurrence, whatever the names
+    return _digest(env[program.output], sorted([hash((leaf, env[name])) for leaf, name in zip(leaves, names)]))
+
+
+def _digest(output: int, labels: list[int] | tuple[()]) -> str:
+    return format(hash((output, tuple(labels))) & 0xFFFFFFFFFFFFFFFF, "016x")

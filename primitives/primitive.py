@@ -11,7 +11,9 @@ import dataclasses
 import difflib
 import functools
 import hashlib
+import itertools
 import math
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -43,11 +45,19 @@ class ConstSpec:
     perturb: str = "log"
 
     def contains(self, value: float) -> bool:
-        if not math.isfinite(value):
-            return False
-        above = value > self.low if self.low_open else value >= self.low
-        below = value < self.high if self.high_open else value <= self.high
-        return above and below
+        lowest, highest = self.closed_bounds
+        return lowest <= value <= highest  # False for NaN and, the bounds being finite, for +-inf
+
+    @functools.cached_property
+    def closed_bounds(self) -> tuple[float, float]:
+        """The interval as the closed one holding the same floats: (0, 1] is [5e-324, 1], and finite.
+
+        An open end becomes the next float inward, so that `contains` is two
+        comparisons (the validator makes one per constant of every program).
+        """
+        lowest = math.nextafter(self.low, math.inf) if self.low_open else self.low
+        highest = math.nextafter(self.high, -math.inf) if self.high_open else self.high
+        return max(lowest, -sys.float_info.max), min(highest, sys.float_info.max)
 
     def interval(self) -> str:
         return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
@@ -162,35 +172,38 @@ class Primitive:
         return f"{self.name}({rule}{consts})"
 
     @functools.cached_property
-    def _kinds_seen(self) -> dict[tuple[Kind, ...], Kind | KindError]:
-        """result_kind's memo: validation asks the same few questions all day."""
-        return {}
+    def result_kinds(self) -> dict[tuple[Kind, ...], Kind]:
+        """Every tuple of argument kinds this primitive accepts, with the kind of its result.
+
+        Made once by asking the kind rule about all 6^arity tuples, so that the
+        validator's question (the search asks it of every statement it makes)
+        is one dictionary lookup.
+        """
+        table = {}
+        for kinds in itertools.product(Kind, repeat=self.arity):
+            try:
+                table[kinds] = self.kind_rule(kinds)
+            except KindError:
+                continue
+        return table
+
+    @functools.cached_property
+    def const_bounds(self) -> tuple[tuple[float, float], ...]:
+        """The closed float interval of each constant slot (see ConstSpec.closed_bounds)."""
+        return tuple(spec.closed_bounds for spec in self.consts)
 
     def result_kind(self, kinds: tuple[Kind, ...]) -> Kind:
-        """The kind of this primitive applied to `kinds`; KindError if it does not apply."""
-        answer = self._kinds_seen.get(kinds)
+        """The kind of this primitive applied to `kinds`; KindError, saying why, if it does not apply."""
+        answer = self.result_kinds.get(kinds)
         if answer is None:
             if len(kinds) != self.arity:
-                answer = KindError(f"{self.name} takes {self.arity} argument(s), got {len(kinds)}")
-            else:
-                try:
-                    answer = self.kind_rule(kinds)
-                except KindError as exc:
-                    answer = KindError(f"{self.name}: {exc}")
-            self._kinds_seen[kinds] = answer
-        if isinstance(answer, KindError):
-            raise KindError(*answer.args)
-        return answer
-
-    def known_result_kind(self, kinds: tuple[Kind, ...]) -> Kind | None:
-        """result_kind without the exception: None where the primitive does not apply."""
-        answer = self._kinds_seen.get(kinds)
-        if answer is None:
+                raise KindError(f"{self.name} takes {self.arity} argument(s), got {len(kinds)}")
             try:
-                return self.result_kind(kinds)
-            except KindError:
-                return None
-        return answer if isinstance(answer, Kind) else None
+                self.kind_rule(kinds)
+            except KindError as exc:
+                raise KindError(f"{self.name}: {exc}") from None
+            raise KindError(f"{self.name}: does not apply to ({', '.join(map(str, kinds))})")
+        return answer
 
     def bind(
         self,

@@ -159,42 +159,36 @@ class Program:
 # Validation by abstract execution
 
 
-@dataclasses.dataclass(frozen=True)
-class Analysis:
-    """What validation learned: the kind of every register after each statement."""
-
-    kinds: tuple[Kind, ...]  # result kind of each statement
-    output_kind: Kind
-
-
 def _where(index: int, stmt: Statement) -> str:
     return f"statement {index + 1} `{stmt.text()}`"
 
 
 def _check_structure(program: Program) -> None:
-    if not all(isinstance(part, tuple) for part in (program.body, program.state, program.constants)):
+    body, state, constants = program.body, program.state, program.constants
+    if not (isinstance(body, tuple) and isinstance(state, tuple) and isinstance(constants, tuple)):
         raise MalformedProgramError("a program's state, constants and body must be tuples")
-    if not _seen(program.state):
-        names = [getattr(decl, "name", None) for decl in program.state]
+    well_formed = _WELL_FORMED
+    if well_formed.get(id(state)) is not state:
+        names = [getattr(decl, "name", None) for decl in state]
         if len(set(names)) != len(names):
             raise MalformedProgramError(f"a state register is declared twice ({', '.join(map(str, names))})")
-        for decl in program.state:
+        for decl in state:
             _check_state(decl)
-        _remember(program.state)
-    if not _seen(program.constants):
-        for entry in program.constants:
+        _remember(state)
+    if well_formed.get(id(constants)) is not constants:
+        for entry in constants:
             if not (isinstance(entry, tuple) and len(entry) == 2):
                 raise MalformedProgramError(f"constants are (name, value) pairs, got {entry!r}")
             name, value = entry
             check_name(name, "constant")
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise MalformedProgramError(f"constant {name!r} must be a number, got {value!r}")
-        if len({name for name, _ in program.constants}) != len(program.constants):
+        if len({name for name, _ in constants}) != len(constants):
             raise MalformedProgramError("a constant is declared twice")
-        _remember(program.constants)
+        _remember(constants)
     check_name(program.output, "output")
-    for index, stmt in enumerate(program.body):
-        if not _seen(stmt):
+    for index, stmt in enumerate(body):
+        if well_formed.get(id(stmt)) is not stmt:
             _check_statement(index, stmt)
             _remember(stmt)
 
@@ -203,13 +197,10 @@ def _check_structure(program: Program) -> None:
 # state and constant objects all day (a child shares its parent's), so they
 # are remembered by identity, which costs far less than hashing a Statement.
 # The object is kept as the value: an id cannot be reused while its entry
-# exists. Bounded so that it cannot grow without limit.
+# exists (the test is `_WELL_FORMED.get(id(part)) is part`). Bounded so that
+# it cannot grow without limit.
 _WELL_FORMED: dict[int, object] = {}
 _WELL_FORMED_LIMIT = 100_000
-
-
-def _seen(part: object) -> bool:
-    return _WELL_FORMED.get(id(part)) is part
 
 
 def _remember(part: object) -> None:
@@ -246,47 +237,71 @@ def _check_statement(index: int, stmt: Statement) -> None:
         raise MalformedProgramError(f"{_where(index, stmt)}: the input {stmt.out!r} cannot be assigned")
 
 
-def validate(program: Program, primitive_set: PrimitiveSet = ALL) -> Analysis:
-    """Check a program before anything runs; raise a ProgramError saying why it is invalid."""
+def validate(program: Program, primitive_set: PrimitiveSet = ALL) -> tuple[Kind, ...]:
+    """Check a program before anything runs; raise a ProgramError saying why it is invalid.
+
+    Returns what abstract execution learned: the kind of each statement's result.
+    """
     _check_structure(program)
-    analysis = _infer_kinds(program, primitive_set)
-    if analysis is not None:
-        return analysis
+    kinds = _infer_kinds(program, primitive_set)
+    if kinds is not None:
+        return kinds
     return _explain(program, primitive_set)  # raises, saying which statement is wrong and why
 
 
-def _infer_kinds(program: Program, primitive_set: PrimitiveSet) -> Analysis | None:
-    """The Analysis of a valid program, or None: the search's hot path, so no messages here.
+def lookup(table: Mapping[str, object], keys: tuple[str, ...]) -> tuple:
+    """tuple(table[k] for k in keys); KeyError for a missing key.
 
-    Every check of `_explain` is made, in a form that is cheap when it passes.
+    Unrolled for the one or two keys of almost every statement: the
+    symbolic layer calls it for each statement of each program it sees, and
+    in Python 3.11 a comprehension costs a function call of its own.
     """
-    constants = dict(program.constants)
-    state_kinds = {d.name: d.kind for d in program.state}
-    env: dict[str, Kind] = {**INPUTS, **state_kinds}
+    if len(keys) == 1:
+        return (table[keys[0]],)
+    if len(keys) == 2:
+        return (table[keys[0]], table[keys[1]])
+    return tuple([table[key] for key in keys])
+
+
+def _infer_kinds(program: Program, primitive_set: PrimitiveSet) -> tuple[Kind, ...] | None:
+    """The statement kinds of a valid program, or None: the search's hot path, so no messages here.
+
+    Every check of `_explain` is made, in a form that is cheap when it passes:
+    no dictionary that a program does not need (most have no state and one
+    constant or none), result kinds from the primitives' tables, constant
+    ranges as closed float intervals.
+    """
+    state_kinds = {d.name: d.kind for d in program.state} if program.state else None
+    env: dict[str, Kind] = {**INPUTS, **state_kinds} if state_kinds else INPUTS.copy()
     by_name = primitive_set.primitives_by_name
+    constants = None
     kinds = []
     for stmt in program.body:
         prim = by_name.get(stmt.op)
-        if prim is None or len(stmt.args) != prim.arity or len(stmt.consts) != len(prim.consts):
+        if prim is None or len(stmt.args) != prim.arity:
             return None
         try:
-            arg_kinds = tuple([env[a] for a in stmt.args])
-            for spec, const in zip(prim.consts, stmt.consts):
-                if not spec.contains(float(constants[const])):
+            kind = prim.result_kinds.get(lookup(env, stmt.args))
+            if stmt.consts or prim.consts:
+                if len(stmt.consts) != len(prim.consts):
                     return None
+                if constants is None:
+                    constants = dict(program.constants)
+                for (lowest, highest), value in zip(prim.const_bounds, lookup(constants, stmt.consts)):
+                    if not lowest <= value <= highest:
+                        return None
         except KeyError:  # an undefined register or constant
             return None
-        kind = prim.known_result_kind(arg_kinds)
-        if kind is None or (stmt.out in state_kinds and kind is not state_kinds[stmt.out]):
+        if kind is None or (state_kinds and stmt.out in state_kinds and kind is not state_kinds[stmt.out]):
             return None
         env[stmt.out] = kind
         kinds.append(kind)
     if env.get(program.output) is not Kind.PARAM:
         return None
-    return Analysis(tuple(kinds), Kind.PARAM)
+    return tuple(kinds)
 
 
-def _explain(program: Program, primitive_set: PrimitiveSet) -> Analysis:
+def _explain(program: Program, primitive_set: PrimitiveSet) -> tuple[Kind, ...]:
     """Abstract execution, statement by statement, raising at the first problem with its reason."""
     constants = program.constant_values
     state_kinds = {d.name: d.kind for d in program.state}
@@ -308,7 +323,7 @@ def _explain(program: Program, primitive_set: PrimitiveSet) -> Analysis:
         for spec, const in zip(prim.consts, stmt.consts):
             if const not in constants:
                 raise UndefinedRegisterError(f"{_where(index, stmt)}: constant {const!r} is not declared")
-            if not spec.contains(float(constants[const])):
+            if not spec.contains(constants[const]):
                 raise ConstantRangeError(
                     f"{_where(index, stmt)}: constant {const} = {constants[const]!r} is outside "
                     f"{spec.name} in {spec.interval()} ({spec.doc})"
@@ -328,7 +343,7 @@ def _explain(program: Program, primitive_set: PrimitiveSet) -> Analysis:
         raise UnreachableOutputError(f"output register {program.output!r} is never defined")
     if env[program.output] is not Kind.PARAM:
         raise ProgramKindError(f"output register {program.output!r} is a {env[program.output]}, not a PARAM")
-    return Analysis(tuple(kinds), env[program.output])
+    return tuple(kinds)
 
 
 def is_valid(program: Program, primitive_set: PrimitiveSet = ALL) -> bool:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 CHECKPOINT_SCHEMA = "optsearch.checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: structural hashes the same in every process, refinement stopping early
 
 
 class RunDirError(ValueError):

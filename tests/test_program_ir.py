@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -31,6 +35,7 @@ from primitives.program import (
     validate,
 )
 from primitives.serialize import from_json, load, parse, save, to_dict, to_json
+from search.run_store import CHECKPOINT_VERSION
 from strategies import corrupted_programs, programs, raw_programs, rename
 
 # --- pruning -----------------------------------------------------------------
@@ -144,6 +149,51 @@ def test_hash_tells_state_registers_apart_by_their_updates():
     return u
     """)
     assert structural_hash(c) != structural_hash(a)
+
+
+def test_hash_is_invariant_to_state_declaration_order():
+    for program in (ADAMW, KNOWN_PROGRAMS["adafactor"], KNOWN_PROGRAMS["shampoo"]):
+        assert len(program.state) >= 2
+        reordered = dataclasses.replace(program, state=program.state[::-1])
+        assert structural_hash(reordered) == structural_hash(program)
+
+
+def test_hash_of_symmetric_states():
+    """Two registers with the same update cannot be told apart, and need not be: renaming swaps them."""
+    twins = "state m: PARAM = 0, v: PARAM = 0\nconst b = 0.9\nm = interp(g, m; b)\nv = interp(g, v; b)\n"
+    unlike = twins.replace("v = interp(g, v; b)", "v = interp(w, v; b)")
+    hashed = lambda states, output: structural_hash(parse(f"{states}u = {output}\nreturn u"))  # noqa: E731
+    assert hashed(twins, "sub(m, v)") == hashed(twins, "sub(v, m)")
+    assert hashed(twins, "sub(m, v)") != hashed(twins, "add(m, v)")
+    assert hashed(unlike, "sub(m, v)") != hashed(unlike, "sub(v, m)")
+
+
+# Structural hashes are stored: in run directories (the search's duplicate
+# check on resume) and in MLflow tags. Values that change must come with a
+# new CHECKPOINT_VERSION, so that a run hashed the old way is not resumed.
+HASHES_OF_CHECKPOINT_VERSION_2 = {
+    "sgd": "840703e77610d3d5",
+    "lion": "3eb6cf4e7d32aa6d",
+    "adamw": "79e372c50b7f070c",
+    "shampoo": "cb7773a25a57f27e",
+    "adafactor": "b788115139538655",
+    "muon": "3bedec9ee84adcd2",
+}
+
+
+def test_hash_values_are_those_of_the_checkpoint_version():
+    assert CHECKPOINT_VERSION == 2
+    assert {name: structural_hash(KNOWN_PROGRAMS[name]) for name in HASHES_OF_CHECKPOINT_VERSION_2} == \
+        HASHES_OF_CHECKPOINT_VERSION_2
+
+
+def test_hash_is_the_same_in_every_process():
+    """Python salts str hashes per process: none may reach the structural hash."""
+    code = ("from primitives.known import KNOWN_PROGRAMS; from primitives.hashing import structural_hash; "
+            "print(' '.join(structural_hash(p) for p in KNOWN_PROGRAMS.values()))")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": "12345"}, cwd=Path(__file__).parents[1])
+    assert other.stdout.split() == [structural_hash(p) for p in KNOWN_PROGRAMS.values()]
 
 
 # --- fingerprint -------------------------------------------------------------
@@ -296,3 +346,4 @@ def test_random_programs_round_trip_and_hash_is_name_invariant(program):
     assert from_json(to_json(program)) == program
     assert parse(program.text()) == program
     assert structural_hash(rename(program)) == structural_hash(program)
+    assert structural_hash(dataclasses.replace(program, state=program.state[::-1])) == structural_hash(program)
