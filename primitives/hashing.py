@@ -19,8 +19,9 @@ once (one state, or states of different kinds) or after one relabelling
 n_states + 1 rounds.
 
 Hashes are built from Python's hash of tuples of ints and floats, which is
-the same in every process (only str hashes are salted per process): op names
-enter as their CRC32.
+the same in every process on 64-bit CPython; str hashes are salted per
+process, so every name and tag enters as its CRC32 instead (a test runs a
+second process to hold this).
 """
 
 from __future__ import annotations
@@ -64,9 +65,27 @@ def _head(primitive_set: PrimitiveSet, op: str, values: tuple[float, ...]) -> tu
     return hash((_code(op), consts)), prim.commutative
 
 
-def _merkle(code: list[tuple[str, tuple[str, ...], int, bool]], env: dict[str, int]) -> dict[str, int]:
-    """Hash every statement's value from its op head and its arguments' hashes, in order."""
-    for out, args, head, commutative in code:
+@functools.lru_cache(maxsize=None)
+def _constant_free_heads(primitive_set: PrimitiveSet) -> dict[str, tuple[int, bool]]:
+    """_head of every op without constants: most statements, and a dict lookup is 5x an lru_cache call."""
+    return {prim.name: _head(primitive_set, prim.name, ()) for prim in primitive_set if not prim.consts}
+
+
+def _merkle(program: Program, primitive_set: PrimitiveSet, env: dict[str, int]) -> dict[str, int]:
+    """Hash every statement's value from its op head and its arguments' hashes, in order.
+
+    `env` holds the leaves (inputs, and state registers as the step begins).
+    Written for speed, the symbolic layer's hot loop: arguments unrolled for
+    the usual one or two, no comprehension (each costs a call in Python 3.11).
+    """
+    constants = dict(program.constants) if program.constants else None
+    constant_free = _constant_free_heads(primitive_set)
+    for stmt in program.body:
+        if stmt.consts:
+            head, commutative = _head(primitive_set, stmt.op, lookup(constants, stmt.consts))
+        else:
+            head, commutative = constant_free.get(stmt.op) or _head(primitive_set, stmt.op, ())
+        out, args = stmt.out, stmt.args
         if len(args) == 1:
             env[out] = hash((head, env[args[0]]))
         elif len(args) == 2:
@@ -83,30 +102,37 @@ def _merkle(code: list[tuple[str, tuple[str, ...], int, bool]], env: dict[str, i
 
 
 def structural_hash(program: Program, primitive_set: PrimitiveSet = ALL, pruned: bool = False) -> str:
-    """16 hex digits. Pass pruned=True if `program` is already pruned."""
+    """16 hex digits, the same in every process. Pass pruned=True if `program` is already pruned."""
     if not pruned:
         program = prune(program)
-    # (Comprehensions cost a function call each in Python 3.11: this is written
-    # to make none it does not need, since most programs are small and stateless.)
-    constants = dict(program.constants) if program.constants else None
-    code = [
-        (stmt.out, stmt.args, *_head(primitive_set, stmt.op, lookup(constants, stmt.consts) if stmt.consts else ()))
-        for stmt in program.body
-    ]
     if not program.state:
-        return _digest(_merkle(code, _INPUT_LEAVES.copy())[program.output], ())
-    names = [decl.name for decl in program.state]
-    keys = [_state_key(decl.kind, decl.init, decl.eps) for decl in program.state]
-    leaves = [hash((_STATE_TAG, key)) for key in keys]
-    env = _merkle(code, {**_INPUT_LEAVES, **dict(zip(names, leaves))})
-    for _ in range(len(keys)):  # at most one relabelling per state (each splits a class, or nothing will)
-        if len(set(leaves)) == len(leaves):
-            break
-        leaves = [hash((_STATE_TAG, hash((key, env[name])))) for key, name in zip(keys, names)]
-        env = _merkle(code, {**_INPUT_LEAVES, **dict(zip(names, leaves))})
+        return _digest(_merkle(program, primitive_set, _INPUT_LEAVES.copy())[program.output], [])
+    names, keys, leaves = [], [], []  # filled in one loop: comprehensions cost a call each
+    for decl in program.state:
+        key = _state_key(decl.kind, decl.init, decl.eps)
+        names.append(decl.name)
+        keys.append(key)
+        leaves.append(hash((_STATE_TAG, key)))
+    env = _merkle(program, primitive_set, _with_leaves(names, leaves))
+    if len(leaves) > 1:
+        for _ in range(len(keys)):  # at most one relabelling per state (each splits a class, or nothing will)
+            if len(set(leaves)) == len(leaves):
+                break
+            leaves = [hash((_STATE_TAG, hash((key, env[name])))) for key, name in zip(keys, names)]
+            env = _merkle(program, primitive_set, _with_leaves(names, leaves))
     # (label, end-of-step value) per carried state: the recurrence, whatever the names
-    return _digest(env[program.output], sorted([hash((leaf, env[name])) for leaf, name in zip(leaves, names)]))
+    labels = []
+    for leaf, name in zip(leaves, names):
+        labels.append(hash((leaf, env[name])))
+    return _digest(env[program.output], labels)
 
 
-def _digest(output: int, labels: list[int] | tuple[()]) -> str:
-    return format(hash((output, tuple(labels))) & 0xFFFFFFFFFFFFFFFF, "016x")
+def _with_leaves(names: list[str], leaves: list[int]) -> dict[str, int]:
+    env = _INPUT_LEAVES.copy()
+    env.update(zip(names, leaves))
+    return env
+
+
+def _digest(output: int, labels: list[int]) -> str:
+    labels.sort()
+    return "%016x" % (hash((output, *labels)) & 0xFFFFFFFFFFFFFFFF)

@@ -187,9 +187,9 @@ def _check_structure(program: Program) -> None:
             raise MalformedProgramError("a constant is declared twice")
         _remember(constants)
     check_name(program.output, "output")
-    for index, stmt in enumerate(body):
+    for stmt in body:
         if well_formed.get(id(stmt)) is not stmt:
-            _check_statement(index, stmt)
+            _check_statement(body.index(stmt), stmt)
             _remember(stmt)
 
 
@@ -242,11 +242,13 @@ def validate(program: Program, primitive_set: PrimitiveSet = ALL) -> tuple[Kind,
 
     Returns what abstract execution learned: the kind of each statement's result.
     """
-    _check_structure(program)
     kinds = _infer_kinds(program, primitive_set)
-    if kinds is not None:
-        return kinds
-    return _explain(program, primitive_set)  # raises, saying which statement is wrong and why
+    if kinds is None:  # a part not seen before, or an invalid program
+        _check_structure(program)  # raises if malformed; remembers the parts that are well formed
+        kinds = _infer_kinds(program, primitive_set)
+        if kinds is None:
+            return _explain(program, primitive_set)  # raises, saying which statement is wrong and why
+    return kinds
 
 
 def lookup(table: Mapping[str, object], keys: tuple[str, ...]) -> tuple:
@@ -269,26 +271,43 @@ def _infer_kinds(program: Program, primitive_set: PrimitiveSet) -> tuple[Kind, .
     Every check of `_explain` is made, in a form that is cheap when it passes:
     no dictionary that a program does not need (most have no state and one
     constant or none), result kinds from the primitives' tables, constant
-    ranges as closed float intervals.
+    ranges as closed float intervals. Structure is taken as checked only for
+    parts remembered by `_check_structure`: any other part gives None, and
+    `validate` checks the structure before asking again.
     """
-    state_kinds = {d.name: d.kind for d in program.state} if program.state else None
-    env: dict[str, Kind] = {**INPUTS, **state_kinds} if state_kinds else INPUTS.copy()
+    state, constants, body = program.state, program.constants, program.body
+    well_formed = _WELL_FORMED
+    if (type(body) is not tuple or well_formed.get(id(state)) is not state
+            or well_formed.get(id(constants)) is not constants
+            or type(program.output) is not str or program.output not in _VALID_NAMES):
+        return None
+    env: dict[str, Kind] = dict(INPUTS)
+    state_kinds: dict[str, Kind] | None = None
+    if state:
+        state_kinds = {}
+        for decl in state:
+            env[decl.name] = state_kinds[decl.name] = decl.kind
     by_name = primitive_set.primitives_by_name
-    constants = None
+    constant_values = None
     kinds = []
-    for stmt in program.body:
+    for stmt in body:
+        if well_formed.get(id(stmt)) is not stmt:
+            return None
         prim = by_name.get(stmt.op)
-        if prim is None or len(stmt.args) != prim.arity:
+        if prim is None:
             return None
         try:
-            kind = prim.result_kinds.get(lookup(env, stmt.args))
+            args = stmt.args  # argument kinds unrolled for one or two: the hottest line of the symbolic layer
+            arg_kinds = (env[args[0]],) if len(args) == 1 else (env[args[0]], env[args[1]]) if len(args) == 2 \
+                else lookup(env, args)
+            kind = prim.result_kinds.get(arg_kinds)  # None for a wrong arity too
             if stmt.consts or prim.consts:
                 if len(stmt.consts) != len(prim.consts):
                     return None
-                if constants is None:
-                    constants = dict(program.constants)
-                for (lowest, highest), value in zip(prim.const_bounds, lookup(constants, stmt.consts)):
-                    if not lowest <= value <= highest:
+                if constant_values is None:
+                    constant_values = dict(constants)
+                for (lowest, highest), name in zip(prim.const_bounds, stmt.consts):
+                    if not lowest <= constant_values[name] <= highest:
                         return None
         except KeyError:  # an undefined register or constant
             return None

