@@ -14,6 +14,7 @@ batch dimensions (stacked parameters of one shape, or vmapped seeds).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -95,14 +96,20 @@ def trajectory(compiled: CompiledProgram, w: Tensor, grads: Sequence[Tensor], lr
     m, n = (core[0], core[1]) if compiled.layout is Layout.MATRIX else (1, core[0])
     state = compiled.init_state((batch,), m, n, dtype=w.dtype, device=w.device)
     # The fingerprint runs this for every new program: a few tiny ops per step,
-    # so the step counts are made in one op and no op is spent on a no-op.
-    times = torch.arange(1, len(grads) + 1, dtype=w.dtype, device=w.device)
-    time_shape = (batch,) + (1,) * compiled.layout.core_ndim
+    # so the step counts are made once and no op is spent on a no-op.
+    times = _step_counts(len(grads), (batch,) + (1,) * compiled.layout.core_ndim, w.dtype, w.device)
     updates = []
-    for step, g in enumerate(grads):
-        u, state = compiled.step(g, w, times[step].expand(time_shape), state)
+    for g, t in zip(grads, times):
+        u, state = compiled.step(g, w, t, state)
         if u.shape != w.shape:
             u = torch.broadcast_to(u, w.shape)
         updates.append(u)
         w = torch.add(w, u, alpha=-lr)
     return updates
+
+
+@functools.lru_cache(maxsize=64)
+def _step_counts(steps: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> tuple[Tensor, ...]:
+    """t = 1, 2, ..., steps as tensors of `shape`, shared by every trajectory (programs never write into t)."""
+    with torch.inference_mode(False):  # ordinary tensors, usable inside and outside inference mode
+        return tuple(torch.full(shape, float(step), dtype=dtype, device=device) for step in range(1, steps + 1))
