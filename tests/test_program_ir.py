@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from primitives import ALL, Layout
-from primitives.analysis import prune, state_buffers
+from primitives.analysis import live_mask, prune, state_buffers
 from primitives.fingerprint import fingerprint
 from primitives.hashing import structural_hash
 from primitives.interpreter import compile_program, trajectory
@@ -357,6 +357,29 @@ def test_fast_validity_pass_agrees_with_the_explaining_one(program):
         explained = None
     _check_structure(program)  # well formed by construction; remembers its parts, as validate does
     assert _infer_kinds(program, ALL) == explained
+
+
+def _live_mask_by_plain_iteration(program):
+    """Liveness without live_mask's shortcut: rounds until the carried state stops growing."""
+    state, carried = set(program.state_names), set()
+    while True:
+        live = {program.output} | carried
+        mask = [False] * len(program.body)
+        for index in reversed(range(len(program.body))):
+            stmt = program.body[index]
+            if stmt.out in live:
+                mask[index] = True
+                live.discard(stmt.out)
+                live.update(stmt.args)
+        if live & state == carried:
+            return mask, carried
+        carried = live & state
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(programs(), raw_programs(), corrupted_programs()))
+def test_liveness_shortcut_reaches_the_same_fixed_point(program):
+    assert live_mask(program) == _live_mask_by_plain_iteration(program)
 
 
 @PROPERTY_SETTINGS
