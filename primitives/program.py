@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import keyword
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from primitives.kinds import Kind, KindError
 from primitives.library import ALL
@@ -243,12 +243,19 @@ def validate(program: Program, primitive_set: PrimitiveSet = ALL) -> tuple[Kind,
     Returns what abstract execution learned: the kind of each statement's result.
     """
     kinds = _infer_kinds(program, primitive_set)
-    if kinds is None:  # a part not seen before, or an invalid program
-        _check_structure(program)  # raises if malformed; remembers the parts that are well formed
-        kinds = _infer_kinds(program, primitive_set)
-        if kinds is None:
-            return _explain(program, primitive_set)  # raises, saying which statement is wrong and why
+    if kinds is None:  # malformed or invalid: find out where, and say why
+        _check_structure(program)
+        return _explain(program, primitive_set)
     return kinds
+
+
+def _passes(check: Callable[[], None]) -> bool:
+    """Whether a structure check passes, its message unused (the fast pass's way to learn new parts)."""
+    try:
+        check()
+    except ProgramError:
+        return False
+    return True
 
 
 def lookup(table: Mapping[str, object], keys: tuple[str, ...]) -> tuple:
@@ -271,16 +278,17 @@ def _infer_kinds(program: Program, primitive_set: PrimitiveSet) -> tuple[Kind, .
     Every check of `_explain` is made, in a form that is cheap when it passes:
     no dictionary that a program does not need (most have no state and one
     constant or none), result kinds from the primitives' tables, constant
-    ranges as closed float intervals. Structure is taken as checked only for
-    parts remembered by `_check_structure`: any other part gives None, and
-    `validate` checks the structure before asking again.
+    ranges as closed float intervals. The structure checks of parts already
+    remembered as well formed are skipped (a child shares its parent's); a
+    part not seen before is checked here, once, and remembered.
     """
     state, constants, body = program.state, program.constants, program.body
     well_formed = _WELL_FORMED
     if (type(body) is not tuple or well_formed.get(id(state)) is not state
             or well_formed.get(id(constants)) is not constants
             or type(program.output) is not str or program.output not in _VALID_NAMES):
-        return None
+        if not _passes(lambda: _check_structure(program)):
+            return None
     env: dict[str, Kind] = dict(INPUTS)
     state_kinds: dict[str, Kind] | None = None
     if state:
@@ -291,8 +299,10 @@ def _infer_kinds(program: Program, primitive_set: PrimitiveSet) -> tuple[Kind, .
     constant_values = None
     kinds = []
     for stmt in body:
-        if well_formed.get(id(stmt)) is not stmt:
-            return None
+        if well_formed.get(id(stmt)) is not stmt:  # new: a mutated or inserted statement
+            if not _passes(lambda: _check_statement(body.index(stmt), stmt)):
+                return None
+            _remember(stmt)
         prim = by_name.get(stmt.op)
         if prim is None:
             return None
