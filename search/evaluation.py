@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from primitives.fingerprint import probe_updates
+from primitives.probe import probe_updates
 from primitives.kinds import Layout
 from primitives.primitive import ExecutionOptions, PrimitiveSet
 from primitives.program import Program

@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 CHECKPOINT_SCHEMA = "optsearch.checkpoint"
-CHECKPOINT_VERSION = 2  # 2: structural hashes the same in every process, refinement stopping early
+# 2: structural hashes the same in every process, refinement stopping early;
+# 3: fingerprints from the NumPy probe, rounded on the float's bit pattern.
+CHECKPOINT_VERSION = 3
 
 
 class RunDirError(ValueError):

@@ -1,0 +1,253 @@
+"""The probe: a program run for a few steps on fixed gradients, every value remembered.
+
+The fingerprint (fingerprint.py) and the behaviour score (search/evaluation.py)
+run thousands of programs on the same fixed inputs, and a search's children
+share most statements with their parents. On fixed inputs a statement applied
+to the same values gives the same value, so each value the probe computes is
+numbered by how it was computed (hash-consing):
+
+    input                   ("g", layout, step), ("w0", layout), ("t", layout, step)
+    initial state           ("init", layout, kind, init, eps)
+    a statement's result    (op, constants, numbers of its arguments)
+    the parameter update    ("descend", number of w, number of u)
+
+A statement whose key is known is looked up instead of run. Its value is the
+very tensor the interpreter would compute, so the probe's updates are bit for
+bit those of `interpreter.trajectory` (tests/test_probe.py); in the benchmark's
+search stream about half the statements are found (BENCHMARKS.md).
+
+The memory is per process and per probe (primitive set, execution options,
+steps, batch, drift); it starts over when it holds MEMO_CAPACITY values.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from operator import itemgetter
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from primitives.interpreter import initial_value
+from primitives.kinds import Layout
+from primitives.library import ALL
+from primitives.primitive import ExecutionOptions, Primitive, PrimitiveSet
+from primitives.probe_kernels import MATRIX_KERNELS, VECTOR_KERNELS
+from primitives.program import Program, StateDecl, validate
+
+PROBE_STEPS = 4
+PROBE_LR = 1e-2
+PROBE_BATCH = 2
+MATRIX_PROBE = (5, 3)  # non-square: catches transposition mix-ups
+VECTOR_PROBE = 4
+# ~1 KB a value with its key (a 2 x 5 x 3 float64 tensor is 240 bytes of data
+# and ~600 of Python objects): at most ~100 MB a process.
+MEMO_CAPACITY = 100_000
+# The probe computes polar factors exactly: the fingerprint is about what a
+# program means (polar(2 X) = polar(X)), and one SVD of a 5 x 3 matrix costs
+# less than Newton-Schulz's 45 small ops.
+PROBE_OPTIONS = ExecutionOptions(polar_backend="svd")
+DESCEND = -1  # key (DESCEND, w, u) of the pair (u broadcast to w's shape, w - lr u)
+
+
+@functools.lru_cache(maxsize=8)
+def probe_inputs(layout: Layout, steps: int = PROBE_STEPS, batch: int = PROBE_BATCH, drift: float = 0.0
+                 ) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """(initial parameters, gradient per step) for one layout; fixed forever.
+
+    Gradient entries span four orders of magnitude across entries and steps, so
+    that discrete outputs (signs, clips) sit near their decision boundaries
+    somewhere and every constant moves some of them. drift adds a persistent
+    gradient direction (scaled by `drift`) to every step, as real gradients
+    have; without it every step is independent.
+    """
+    generator = torch.Generator().manual_seed(20230215 + layout.value)
+    shape = (batch, *MATRIX_PROBE) if layout is Layout.MATRIX else (batch, VECTOR_PROBE)
+
+    def heavy_tailed() -> Tensor:
+        magnitude = 10.0 ** (3 * torch.rand(shape, generator=generator, dtype=torch.float64) - 2)
+        return magnitude * torch.randn(shape, generator=generator, dtype=torch.float64)
+
+    with torch.inference_mode(False):  # ordinary tensors, usable inside and outside inference mode
+        w0 = heavy_tailed()
+        direction = heavy_tailed()
+        return w0, tuple(drift * direction + heavy_tailed() for _ in range(steps))
+
+
+class ProbeMemo:
+    """Every value one probe has computed, numbered by how it was computed."""
+
+    def __init__(self, primitive_set: PrimitiveSet, options: ExecutionOptions, steps: int, batch: int,
+                 drift: float, capacity: int = MEMO_CAPACITY):
+        self.primitive_set, self.options = primitive_set, options
+        self.steps, self.batch, self.drift = steps, batch, drift
+        self.capacity = capacity
+        self.clear()
+
+    def clear(self) -> None:
+        self.numbers: dict[tuple, int] = {}  # key -> number of the value
+        self.values: list = []  # number -> array (for DESCEND: the numbers of u and of the new w)
+        # layout -> (op, constants) -> (operation number, the kernel with its constants bound)
+        self.operations: dict[Layout, dict[tuple, tuple[int, Callable]]] = {layout: {} for layout in Layout}
+        self.operation_count = 0
+        self.inputs: dict[Layout, tuple[int, tuple[int, ...], tuple[int, ...]]] = {}  # numbers of w0, g, t
+        self.digests: dict[tuple[int, ...], str] = {}  # numbers of a run's updates -> fingerprint
+        self.runs = self.statements_seen = self.statements_run = 0
+
+    def leaf(self, key: tuple, make: Callable[[], np.ndarray]) -> int:
+        """The number of an input; keys start with a name, statements' keys with a number."""
+        number = self.numbers.get(key)
+        if number is None:
+            number = self.numbers[key] = len(self.values)
+            self.values.append(make())
+        return number
+
+    def _inputs(self, layout: Layout) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
+        if layout not in self.inputs:
+            w, grads = probe_inputs(layout, self.steps, self.batch, self.drift)
+            time_shape = (self.batch,) + (1,) * layout.core_ndim
+            self.inputs[layout] = (
+                self.leaf(("w0", layout), w.numpy),
+                tuple(self.leaf(("g", layout, k), g.numpy) for k, g in enumerate(grads)),
+                tuple(self.leaf(("t", layout, k), lambda k=k: np.full(time_shape, k + 1.0)) for k in range(self.steps)))
+        return self.inputs[layout]
+
+    def _initial_value(self, decl: StateDecl, layout: Layout) -> np.ndarray:
+        w = probe_inputs(layout, self.steps, self.batch, self.drift)[0]
+        m, n = w.shape[1:] if layout is Layout.MATRIX else (1, w.shape[1])
+        return initial_value(decl, layout, (self.batch,), m, n, w.dtype).numpy()
+
+    def _compile(self, program: Program, layout: Layout) -> tuple[list, list[int], int, int]:
+        """(code, initial registers, slot of u, number of registers) with registers as slots.
+
+        A statement is (operation number, kernel, slots of its arguments, its
+        slot); its key in the memory is (operation number, argument numbers).
+        """
+        slots = {"g": 0, "w": 1, "t": 2}
+        registers = [-1, -1, -1]
+        for decl in program.state:
+            slots[decl.name] = len(registers)
+            registers.append(self.leaf(("init", layout.value, decl.kind, decl.init, decl.eps),
+                                       lambda decl=decl: self._initial_value(decl, layout)))
+        constants = program.constant_values
+        operations = self.operations[layout]  # per layout: hashing an Enum member runs Python code
+        code = []
+        for stmt in program.body:
+            consts = tuple(constants[c] for c in stmt.consts)
+            operation = operations.get((stmt.op, consts))
+            if operation is None:
+                function = probe_function(self.primitive_set.get(stmt.op), layout, consts, self.options)
+                operation = operations[stmt.op, consts] = (self.operation_count, function)
+                self.operation_count += 1
+            if stmt.out not in slots:
+                slots[stmt.out] = len(slots)
+            code.append((*operation, itemgetter(*[slots[a] for a in stmt.args]), len(stmt.args) == 1,
+                         slots[stmt.out]))
+        return code, registers + [-1] * (len(slots) - len(registers)), slots[program.output], len(slots)
+
+    def updates(self, program: Program, layout: Layout) -> list[int]:
+        """Numbers of the updates u, step after step, of `program` (validated) on this probe's `layout`."""
+        numbers, values = self.numbers, self.values
+        w_number, g_numbers, t_numbers = self._inputs(layout)
+        code, env, output, _ = self._compile(program, layout)
+        env[1] = w_number
+        out = []
+        for step in range(self.steps):
+            env[0], env[2] = g_numbers[step], t_numbers[step]
+            for operation, function, arguments, unary, result in code:
+                found = arguments(env)  # one number, or a tuple of them
+                key = (operation, found)
+                number = numbers.get(key)
+                if number is None:
+                    number = numbers[key] = len(values)
+                    values.append(function(values[found]) if unary else function(*[values[i] for i in found]))
+                    self.statements_run += 1
+                env[result] = number
+            key = (DESCEND, env[1], env[output])
+            number = numbers.get(key)
+            if number is None:  # u broadcast to the parameter's shape, and w - lr u
+                u, w = values[env[output]], values[env[1]]
+                if u.shape != w.shape:
+                    u = np.broadcast_to(u, w.shape)
+                values.append(u)
+                values.append(w - PROBE_LR * u)
+                number = numbers[key] = len(values)
+                values.append((number - 2, number - 1))
+            u_number, env[1] = values[number]
+            out.append(u_number)
+        self.statements_seen += self.steps * len(code)
+        return out
+
+    def concatenate(self, numbers: tuple[int, ...]) -> np.ndarray:
+        return np.concatenate([self.values[i].reshape(-1) for i in numbers])
+
+
+def probe_function(primitive: Primitive, layout: Layout, consts: tuple[float, ...], options: ExecutionOptions
+                   ) -> Callable[..., np.ndarray]:
+    """The primitive's NumPy kernel with its constants bound, or its torch function wrapped for NumPy.
+
+    Kernels exist for the library's own primitives (not for a primitive of
+    the same name from elsewhere), and polar factors have only the exact one.
+    """
+    kernel = (MATRIX_KERNELS if layout is Layout.MATRIX else VECTOR_KERNELS).get(primitive.name)
+    if kernel is None or ALL.primitives_by_name.get(primitive.name) is not primitive or (
+            primitive.options and options.polar_backend != "svd"):
+        fn = primitive.bind(layout, consts, options)
+
+        def run_torch(*args: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return fn(*[torch.from_numpy(np.ascontiguousarray(a)) for a in args]).numpy()
+
+        return run_torch
+    keywords = {spec.name: float(v) for spec, v in zip(primitive.consts, consts)}
+    return functools.partial(kernel, **keywords) if keywords else kernel
+
+
+@functools.lru_cache(maxsize=8)
+def probe_memo(primitive_set: PrimitiveSet, options: ExecutionOptions, steps: int, batch: int, drift: float
+               ) -> ProbeMemo:
+    """The process's memory of one probe."""
+    return ProbeMemo(primitive_set, options, steps, batch, drift)
+
+
+def default_layouts(program: Program, primitive_set: PrimitiveSet) -> tuple[Layout, ...]:
+    """The matrix probe, and the vector probe too when the program has matrix primitives.
+
+    Elementwise ops and element statistics mean the same on a vector as on a
+    matrix; the matrix primitives act on a vector as on diag(x).
+    """
+    matrix = any(primitive_set.get(s.op).category in ("matrix", "kronecker", "factored") for s in program.body)
+    return (Layout.MATRIX, Layout.VECTOR) if matrix else (Layout.MATRIX,)
+
+
+def probe_run(program: Program, options: ExecutionOptions = PROBE_OPTIONS, primitive_set: PrimitiveSet = ALL,
+              layouts: tuple[Layout, ...] | None = None, steps: int = PROBE_STEPS, batch: int = PROBE_BATCH,
+              drift: float = 0.0, memo: ProbeMemo | None = None) -> tuple[ProbeMemo, tuple[int, ...]]:
+    """(the memory, numbers of every update u in it, layout after layout, step after step)."""
+    validate(program, primitive_set)
+    if memo is None:
+        memo = probe_memo(primitive_set, options, steps, batch, drift)
+    if len(memo.values) > memo.capacity:
+        memo.clear()
+    memo.runs += 1
+    with np.errstate(all="ignore"):  # a runaway program overflows: that is its behaviour, not a warning
+        numbers = []
+        for layout in layouts or default_layouts(program, primitive_set):
+            numbers += memo.updates(program, layout)
+    return memo, tuple(numbers)
+
+
+def probe_updates(program: Program, options: ExecutionOptions = PROBE_OPTIONS,
+                  primitive_set: PrimitiveSet = ALL, layouts: tuple[Layout, ...] | None = None,
+                  steps: int = PROBE_STEPS, batch: int = PROBE_BATCH, drift: float = 0.0,
+                  memo: ProbeMemo | None = None) -> np.ndarray:
+    """Every update u of the probe run, flattened (float64), step after step.
+
+    layouts: which probes to run (default_layouts unless given). steps and
+    batch make a longer or wider probe, drift a persistent gradient direction
+    (the fingerprint uses the defaults). memo: the process's own unless given.
+    """
+    memo, numbers = probe_run(program, options, primitive_set, layouts, steps, batch, drift, memo)
+    return memo.concatenate(numbers)
