@@ -37,11 +37,12 @@ _KEEP = np.uint64(~((1 << _DROPPED_BITS) - 1) & 0xFFFF_FFFF_FFFF_FFFF)
 
 def fingerprint_of_values(values: np.ndarray) -> str:
     """16 hex digits of `values` rounded to MANTISSA_BITS significant bits, tiny ones to zero."""
-    if not np.isfinite(values).all():  # rare, and nan_to_num costs more than the rest of this function
+    # ufunc reductions, not .all() and .max(): their Python wrappers cost more than the work here.
+    if not np.logical_and.reduce(np.isfinite(values), axis=None):  # rare; nan_to_num is slow
         values = np.nan_to_num(values, nan=np.pi, posinf=1e300, neginf=-1e300)
     magnitude = np.abs(values)
     if values.size:  # <=, and 0.0 not -0.0: an all-zero update is +0 whichever way it was computed
-        values = np.where(magnitude <= ZERO_FRACTION * magnitude.max(), 0.0, values)
+        values = np.where(magnitude <= ZERO_FRACTION * np.maximum.reduce(magnitude, axis=None), 0.0, values)
     rounded = (values.view(np.uint64) + _HALF) & _KEEP
     return hashlib.blake2b(rounded.tobytes(), digest_size=8).hexdigest()
 

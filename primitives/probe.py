@@ -34,7 +34,7 @@ from primitives.interpreter import initial_value
 from primitives.kinds import Layout
 from primitives.library import ALL
 from primitives.primitive import ExecutionOptions, Primitive, PrimitiveSet
-from primitives.probe_kernels import MATRIX_KERNELS, VECTOR_KERNELS
+from primitives.probe_kernels import MATRIX_KERNELS, MATRIX_PARTS, VECTOR_KERNELS
 from primitives.program import Program, StateDecl, validate
 
 PROBE_STEPS = 4
@@ -49,7 +49,6 @@ MEMO_CAPACITY = 100_000
 # program means (polar(2 X) = polar(X)), and one SVD of a 5 x 3 matrix costs
 # less than Newton-Schulz's 45 small ops.
 PROBE_OPTIONS = ExecutionOptions(polar_backend="svd")
-DESCEND = -1  # key (DESCEND, w, u) of the pair (u broadcast to w's shape, w - lr u)
 
 
 @functools.lru_cache(maxsize=8)
@@ -87,8 +86,10 @@ class ProbeMemo:
         self.clear()
 
     def clear(self) -> None:
-        self.numbers: dict[tuple, int] = {}  # key -> number of the value
-        self.values: list = []  # number -> array (for DESCEND: the numbers of u and of the new w)
+        self.numbers: dict[tuple, int] = {}  # how a value was computed -> its number
+        self.contents: dict[tuple, int] = {}  # (shape, bytes) of a value -> its number
+        self.values: list[np.ndarray] = []  # number -> value
+        self.descents: dict[tuple[int, int], tuple[int, int]] = {}  # (w, u) -> (u as w's shape, w - lr u)
         # layout -> (op, constants) -> (operation number, the kernel with its constants bound)
         self.operations: dict[Layout, dict[tuple, tuple[int, Callable]]] = {layout: {} for layout in Layout}
         self.operation_count = 0
@@ -96,12 +97,24 @@ class ProbeMemo:
         self.digests: dict[tuple[int, ...], str] = {}  # numbers of a run's updates -> fingerprint
         self.runs = self.statements_seen = self.statements_run = 0
 
+    def number(self, value: np.ndarray) -> int:
+        """The number of a value: equal bits, equal number, however it was computed.
+
+        Kernels are functions of their arguments' bits, so a statement applied
+        to a value that another computation also reached is found too.
+        """
+        content = (value.shape, value.tobytes())
+        number = self.contents.get(content)
+        if number is None:
+            number = self.contents[content] = len(self.values)
+            self.values.append(value)
+        return number
+
     def leaf(self, key: tuple, make: Callable[[], np.ndarray]) -> int:
-        """The number of an input; keys start with a name, statements' keys with a number."""
+        """The number of an input or initial state (keys start with a name, statements' with a number)."""
         number = self.numbers.get(key)
         if number is None:
-            number = self.numbers[key] = len(self.values)
-            self.values.append(make())
+            number = self.numbers[key] = self.number(make())
         return number
 
     def _inputs(self, layout: Layout) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
@@ -122,34 +135,61 @@ class ProbeMemo:
     def _compile(self, program: Program, layout: Layout) -> tuple[list, list[int], int, int]:
         """(code, initial registers, slot of u, number of registers) with registers as slots.
 
-        A statement is (operation number, kernel, slots of its arguments, its
-        slot); its key in the memory is (operation number, argument numbers).
+        An instruction is (operation number, kernel, getter of its argument
+        slots, whether it has one argument, its result slot); its key in the
+        memory is (operation number, argument numbers). A statement is one
+        instruction, or one per part (MATRIX_PARTS) with slots of their own.
         """
         slots = {"g": 0, "w": 1, "t": 2}
         registers = [-1, -1, -1]
         for decl in program.state:
             slots[decl.name] = len(registers)
-            registers.append(self.leaf(("init", layout.value, decl.kind, decl.init, decl.eps),
+            registers.append(self.leaf(("init", layout.value, decl.kind.value, decl.init, decl.eps),
                                        lambda decl=decl: self._initial_value(decl, layout)))
         constants = program.constant_values
         operations = self.operations[layout]  # per layout: hashing an Enum member runs Python code
+        all_parts = MATRIX_PARTS if layout is Layout.MATRIX else {}
         code = []
         for stmt in program.body:
-            consts = tuple(constants[c] for c in stmt.consts)
-            operation = operations.get((stmt.op, consts))
-            if operation is None:
-                function = probe_function(self.primitive_set.get(stmt.op), layout, consts, self.options)
-                operation = operations[stmt.op, consts] = (self.operation_count, function)
-                self.operation_count += 1
+            consts = tuple([constants[c] for c in stmt.consts])
+            arguments = [slots[a] for a in stmt.args]
+            parts = all_parts.get(stmt.op)
+            if parts is not None and not _is_library(self.primitive_set.get(stmt.op)):
+                parts = None
             if stmt.out not in slots:
                 slots[stmt.out] = len(slots)
-            code.append((*operation, itemgetter(*[slots[a] for a in stmt.args]), len(stmt.args) == 1,
-                         slots[stmt.out]))
+            if parts is None:
+                operation = operations.get((stmt.op, consts))
+                if operation is None:
+                    operation = self._new_operation(
+                        (stmt.op, consts), probe_function(self.primitive_set.get(stmt.op), layout, consts,
+                                                          self.options), layout)
+                code.append((*operation, itemgetter(*arguments), len(arguments) == 1, slots[stmt.out]))
+                continue
+            named = dict(zip((spec.name for spec in self.primitive_set.get(stmt.op).consts), consts))
+            for k, (kernel, positions, names) in enumerate(parts):
+                part_consts = {name: named[name] for name in names}
+                key = (kernel, tuple(part_consts.values()))
+                operation = operations.get(key) or self._new_operation(
+                    key, functools.partial(kernel, **part_consts), layout)
+                if k == len(parts) - 1:
+                    result = slots[stmt.out]
+                else:
+                    result = slots[("part", len(slots))] = len(slots)
+                code.append((*operation, itemgetter(*[arguments[i] for i in positions]), len(positions) == 1,
+                             result))
+                arguments.append(result)
         return code, registers + [-1] * (len(slots) - len(registers)), slots[program.output], len(slots)
+
+    def _new_operation(self, key: tuple, kernel: Callable, layout: Layout) -> tuple[int, Callable]:
+        """Number an operation (a primitive with its constants, or a part of one) and keep its kernel."""
+        operation = self.operations[layout][key] = (self.operation_count, kernel)
+        self.operation_count += 1
+        return operation
 
     def updates(self, program: Program, layout: Layout) -> list[int]:
         """Numbers of the updates u, step after step, of `program` (validated) on this probe's `layout`."""
-        numbers, values = self.numbers, self.values
+        numbers, values, descents = self.numbers, self.values, self.descents
         w_number, g_numbers, t_numbers = self._inputs(layout)
         code, env, output, _ = self._compile(program, layout)
         env[1] = w_number
@@ -161,21 +201,19 @@ class ProbeMemo:
                 key = (operation, found)
                 number = numbers.get(key)
                 if number is None:
-                    number = numbers[key] = len(values)
-                    values.append(function(values[found]) if unary else function(*[values[i] for i in found]))
+                    number = numbers[key] = self.number(
+                        function(values[found]) if unary else function(*[values[i] for i in found]))
                     self.statements_run += 1
                 env[result] = number
-            key = (DESCEND, env[1], env[output])
-            number = numbers.get(key)
-            if number is None:  # u broadcast to the parameter's shape, and w - lr u
+            descent = descents.get((env[1], env[output]))
+            if descent is None:  # u broadcast to the parameter's shape, and w - lr u
                 u, w = values[env[output]], values[env[1]]
-                if u.shape != w.shape:
-                    u = np.broadcast_to(u, w.shape)
-                values.append(u)
-                values.append(w - PROBE_LR * u)
-                number = numbers[key] = len(values)
-                values.append((number - 2, number - 1))
-            u_number, env[1] = values[number]
+                if u.shape != w.shape:  # a copy, not np.broadcast_to (9 us of Python)
+                    full = np.empty(w.shape)
+                    full[...] = u
+                    u = full
+                descent = descents[env[1], env[output]] = (self.number(u), self.number(w - PROBE_LR * u))
+            u_number, env[1] = descent
             out.append(u_number)
         self.statements_seen += self.steps * len(code)
         return out
@@ -192,8 +230,7 @@ def probe_function(primitive: Primitive, layout: Layout, consts: tuple[float, ..
     the same name from elsewhere), and polar factors have only the exact one.
     """
     kernel = (MATRIX_KERNELS if layout is Layout.MATRIX else VECTOR_KERNELS).get(primitive.name)
-    if kernel is None or ALL.primitives_by_name.get(primitive.name) is not primitive or (
-            primitive.options and options.polar_backend != "svd"):
+    if kernel is None or not _is_library(primitive) or (primitive.options and options.polar_backend != "svd"):
         fn = primitive.bind(layout, consts, options)
 
         def run_torch(*args: np.ndarray) -> np.ndarray:
@@ -203,6 +240,10 @@ def probe_function(primitive: Primitive, layout: Layout, consts: tuple[float, ..
         return run_torch
     keywords = {spec.name: float(v) for spec, v in zip(primitive.consts, consts)}
     return functools.partial(kernel, **keywords) if keywords else kernel
+
+
+def _is_library(primitive: Primitive) -> bool:
+    return ALL.primitives_by_name.get(primitive.name) is primitive
 
 
 @functools.lru_cache(maxsize=8)

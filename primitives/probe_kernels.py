@@ -27,6 +27,26 @@ from primitives import normalisers
 from primitives.polar import SVD_RANK_TOL
 
 MATRIX_AXES = (-2, -1)
+# Throughout: ufunc methods (np.add.reduce) and array methods (x.swapaxes), not
+# np.sum, np.mean or np.swapaxes, whose Python wrappers cost more than the work
+# on arrays this small.
+
+# np.linalg.eigh and svd spend half of their ~30 us on a 2 x 5 x 5 batch
+# checking and converting arguments, which here are always stacked float64
+# and finite (see _decompose). Their gufuncs are called directly where this
+# NumPy has them under these names (2.x); the public functions otherwise.
+try:
+    from numpy.linalg._umath_linalg import eigh_lo as _eigh
+    from numpy.linalg._umath_linalg import svd as _singular_values
+    from numpy.linalg._umath_linalg import svd_s as _thin_svd
+except ImportError:  # pragma: no cover - NumPy 1.x
+    _eigh = np.linalg.eigh
+
+    def _thin_svd(x):
+        return np.linalg.svd(x, full_matrices=False)
+
+    def _singular_values(x):
+        return np.linalg.svd(x, compute_uv=False)
 
 
 # --- non-finite matrices ------------------------------------------------------
@@ -137,25 +157,23 @@ ELEMENTWISE = {
 
 
 # --- element statistics over the core dims (normalisers.py) ------------------
-# np.add.reduce, not np.mean or ndarray.sum: their Python wrappers cost more
-# than the reduction at these sizes.
 
 
-def _sum(x, core_ndim):
-    return np.add.reduce(x, axis=MATRIX_AXES if core_ndim == 2 else -1, keepdims=True)
+def _axes(core_ndim: int) -> tuple[int, ...] | int:
+    return MATRIX_AXES if core_ndim == 2 else -1
 
 
 def rms(x, core_ndim):
     count = x.shape[-1] * x.shape[-2] if core_ndim == 2 else x.shape[-1]
-    return np.sqrt(_sum(x * x, core_ndim) / count)
+    return np.sqrt(np.add.reduce(x * x, axis=_axes(core_ndim), keepdims=True) / count)
 
 
 def frobenius(x, core_ndim):
-    return np.sqrt(_sum(x * x, core_ndim))
+    return np.sqrt(np.add.reduce(x * x, axis=_axes(core_ndim), keepdims=True))
 
 
 def inner(a, b, core_ndim):
-    return _sum(a * b, core_ndim)
+    return np.add.reduce(a * b, axis=_axes(core_ndim), keepdims=True)
 
 
 def normalize(x, core_ndim):
@@ -183,7 +201,7 @@ def spectral_norm(x, iterations=normalisers.POWER_ITERATIONS):
     start = normalisers._probe_vector(n, torch.float64, "cpu").numpy()  # the torch primitive's start
     v = np.broadcast_to(start, (*x.shape[:-2], n))[..., None]
     tiny = np.finfo(x.dtype).tiny
-    xt = np.swapaxes(x, -1, -2)
+    xt = x.swapaxes(-1, -2)
     for _ in range(iterations):
         v = xt @ (x @ v)
         v = v / (np.sqrt(np.add.reduce(v * v, axis=-2, keepdims=True)) + tiny)
@@ -192,11 +210,11 @@ def spectral_norm(x, iterations=normalisers.POWER_ITERATIONS):
 
 
 def nuclear_norm(x):
-    return _decompose(lambda y: np.add.reduce(np.linalg.svd(y, compute_uv=False), axis=-1)[..., None, None], x)
+    return _decompose(lambda y: np.add.reduce(_singular_values(y), axis=-1)[..., None, None], x)
 
 
 def _polar_svd(x):
-    U, S, Vh = np.linalg.svd(x, full_matrices=False)
+    U, S, Vh = _thin_svd(x)
     keep = S > SVD_RANK_TOL * S[..., :1]
     return (U * keep[..., None, :]) @ Vh
 
@@ -211,18 +229,35 @@ def nuclear_scaled_polar(x):
     return np.add.reduce(x * u, axis=MATRIX_AXES, keepdims=True) * u
 
 
-def _inverse_root(A, p, eps):
+def inverse_root(A, p, eps):
     def root(work):
-        work = 0.5 * (work + np.swapaxes(work, -1, -2))
-        eigenvalues, Q = np.linalg.eigh(work)
+        work = 0.5 * (work + work.swapaxes(-1, -2))
+        eigenvalues, Q = _eigh(work)
         scale = (np.maximum(eigenvalues, 0.0) + eps) ** (-1.0 / p)
-        return (Q * scale[..., None, :]) @ np.swapaxes(Q, -1, -2)
+        return (Q * scale[..., None, :]) @ Q.swapaxes(-1, -2)
 
     return _decompose(root, A)
 
 
+def sandwich(left, x, right):
+    return left @ x @ right
+
+
 def kron_precondition(L, x, R, p, eps):
-    return _inverse_root(L, p, eps) @ x @ _inverse_root(R, p, eps)
+    return sandwich(inverse_root(L, p, eps), x, inverse_root(R, p, eps))
+
+
+# Primitives the probe runs as parts, each remembered on its own: a child that
+# changes only x in kron_precondition(L, x, R) finds the roots of L and R (half
+# of them are found in a search stream). A part is (kernel, positions of its
+# arguments among the primitive's arguments and then the earlier parts'
+# results, names of the primitive's constants it takes); the last part's
+# result is the primitive's.
+MATRIX_PARTS = {
+    "kron_precondition": ((inverse_root, (0,), ("p", "eps")),
+                          (inverse_root, (2,), ("p", "eps")),
+                          (sandwich, (3, 1, 4), ())),
+}
 
 
 def factored_second_moment(R, C, eps):
@@ -235,8 +270,8 @@ MATRIX = {
     "aspect_scale": lambda x: x * normalisers.aspect_factor(x.shape[-2], x.shape[-1]),
     "polar": polar,
     "nuclear_scaled_polar": nuclear_scaled_polar,
-    "gram_left": lambda x: x @ np.swapaxes(x, -1, -2),
-    "gram_right": lambda x: np.swapaxes(x, -1, -2) @ x,
+    "gram_left": lambda x: x @ x.swapaxes(-1, -2),
+    "gram_right": lambda x: x.swapaxes(-1, -2) @ x,
     "kron_precondition": kron_precondition,
     "row_mean_sq": lambda x: np.add.reduce(x * x, axis=-1, keepdims=True) / x.shape[-1],
     "col_mean_sq": lambda x: np.add.reduce(x * x, axis=-2, keepdims=True) / x.shape[-2],
