@@ -1,20 +1,24 @@
-"""The probe: a program run for a few steps on fixed gradients, every value remembered.
+"""The probe: a program run for a few steps on fixed inputs, every value remembered.
 
 The fingerprint (fingerprint.py) and the behaviour score (search/evaluation.py)
 run thousands of programs on the same fixed inputs, and a search's children
-share most statements with their parents. On fixed inputs a statement applied
-to the same values gives the same value, so each value the probe computes is
-numbered by how it was computed (hash-consing):
+share most statements with their parents. The probe runs them on NumPy twins
+of the primitives (probe_kernels.py: at these sizes a torch op is all launch
+overhead) and numbers every value it computes (hash-consing):
 
-    input                   ("g", layout, step), ("w0", layout), ("t", layout, step)
-    initial state           ("init", layout, kind, init, eps)
-    a statement's result    (op, constants, numbers of its arguments)
-    the parameter update    ("descend", number of w, number of u)
+    by how it was computed   input (name, layout, step); initial state
+                             ("init", layout, kind, init, eps); a statement's
+                             result (operation, numbers of its arguments),
+                             an operation being a primitive with its constants
+    by its bits              (shape, bytes): two computations that reach the
+                             same value give it one number
 
-A statement whose key is known is looked up instead of run. Its value is the
-very tensor the interpreter would compute, so the probe's updates are bit for
-bit those of `interpreter.trajectory` (tests/test_probe.py); in the benchmark's
-search stream about half the statements are found (BENCHMARKS.md).
+A statement whose key is known is looked up instead of run, and kernels are
+functions of their arguments' bits, so a run with the memory gives bit for
+bit the values of a run without it (tests/test_probe.py). On the benchmark's
+search stream 62% of the statements are found in the full primitive space
+(BENCHMARKS.md). The updates agree with the torch interpreter's
+(`interpreter.trajectory`) to round-off.
 
 The memory is per process and per probe (primitive set, execution options,
 steps, batch, drift); it starts over when it holds MEMO_CAPACITY values.
@@ -42,9 +46,10 @@ PROBE_LR = 1e-2
 PROBE_BATCH = 2
 MATRIX_PROBE = (5, 3)  # non-square: catches transposition mix-ups
 VECTOR_PROBE = 4
-# ~1 KB a value with its key (a 2 x 5 x 3 float64 tensor is 240 bytes of data
-# and ~600 of Python objects): at most ~100 MB a process.
-MEMO_CAPACITY = 100_000
+# ~1.2 KB a value with its keys (measured: 54 MB for 45,000 values of the
+# fingerprint's probe), so at most ~60 MB a process; a search's children
+# descend from recent programs, which is what the memory needs to hold.
+MEMO_CAPACITY = 50_000
 # The probe computes polar factors exactly: the fingerprint is about what a
 # program means (polar(2 X) = polar(X)), and one SVD of a 5 x 3 matrix costs
 # less than Newton-Schulz's 45 small ops.
@@ -95,7 +100,7 @@ class ProbeMemo:
         self.operation_count = 0
         self.inputs: dict[Layout, tuple[int, tuple[int, ...], tuple[int, ...]]] = {}  # numbers of w0, g, t
         self.digests: dict[tuple[int, ...], str] = {}  # numbers of a run's updates -> fingerprint
-        self.runs = self.statements_seen = self.statements_run = 0
+        self.statements_seen = self.statements_run = 0  # statements run: not found in the memory
 
     def number(self, value: np.ndarray) -> int:
         """The number of a value: equal bits, equal number, however it was computed.
@@ -272,7 +277,6 @@ def probe_run(program: Program, options: ExecutionOptions = PROBE_OPTIONS, primi
         memo = probe_memo(primitive_set, options, steps, batch, drift)
     if len(memo.values) > memo.capacity:
         memo.clear()
-    memo.runs += 1
     with np.errstate(all="ignore"):  # a runaway program overflows: that is its behaviour, not a warning
         numbers = []
         for layout in layouts or default_layouts(program, primitive_set):

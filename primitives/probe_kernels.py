@@ -3,11 +3,11 @@
 The probe (probe.py) runs every new program on 2 x 5 x 3 matrices and length-4
 vectors. At that size a torch op is all launch overhead (5-15 us on a CPU
 core) and a NumPy ufunc costs ~1 us, so the probe runs these kernels instead
-of the torch functions. They compute the same math in the same order (the
-torch function's docstring is the specification; each kernel's comment says
-only where NumPy needs a different spelling), and tests/test_probe.py checks
-every kernel against its torch function on random, zero, huge and non-finite
-inputs. A primitive without a kernel (an extension's) runs its torch function
+of the torch functions. They compute the same math (the torch function's
+docstring is the specification, and its constants are imported, not
+repeated; a comment says where NumPy needs another spelling), and
+tests/test_probe.py checks every kernel against its torch function to
+round-off on random, zero, tiny, huge and non-finite inputs. A primitive without a kernel (an extension's) runs its torch function
 on the probe, converted on the way in and out.
 
 Arrays carry one leading batch dimension; SCALAR values have shape (b, 1, 1)
