@@ -37,6 +37,7 @@ _KEEP = np.uint64(~((1 << _DROPPED_BITS) - 1) & 0xFFFF_FFFF_FFFF_FFFF)
 
 def fingerprint_of_values(values: np.ndarray) -> str:
     """16 hex digits of `values` rounded to MANTISSA_BITS significant bits, tiny ones to zero."""
+    values = np.ascontiguousarray(values, dtype=np.float64)  # the bit pattern below is float64's
     # ufunc reductions, not .all() and .max(): their Python wrappers cost more than the work here.
     if not np.logical_and.reduce(np.isfinite(values), axis=None):  # rare; nan_to_num is slow
         values = np.nan_to_num(values, nan=np.pi, posinf=1e300, neginf=-1e300)
