@@ -21,7 +21,7 @@ search stream 62% of the statements are found in the full primitive space
 (`interpreter.trajectory`) to round-off.
 
 The memory is per process and per probe (primitive set, execution options,
-steps, batch, drift); it starts over when it holds MEMO_CAPACITY values.
+steps, batch, drift); it starts over when it holds MEMO_BYTES.
 """
 
 from __future__ import annotations
@@ -46,10 +46,12 @@ PROBE_LR = 1e-2
 PROBE_BATCH = 2
 MATRIX_PROBE = (5, 3)  # non-square: catches transposition mix-ups
 VECTOR_PROBE = 4
-# ~1.2 KB a value with its keys (measured: 54 MB for 45,000 values of the
-# fingerprint's probe), so at most ~60 MB a process; a search's children
-# descend from recent programs, which is what the memory needs to hold.
-MEMO_CAPACITY = 50_000
+# The memory's bound, counted as each value's data plus VALUE_OVERHEAD for its
+# Python objects and keys (measured: 54 MB held 45,000 values of the
+# fingerprint's 240-byte arrays, ~1,000 bytes each beyond the data). A
+# search's children descend from recent programs, which is what it must hold.
+MEMO_BYTES = 64_000_000
+VALUE_OVERHEAD = 1_000
 # The probe computes polar factors exactly: the fingerprint is about what a
 # program means (polar(2 X) = polar(X)), and one SVD of a 5 x 3 matrix costs
 # less than Newton-Schulz's 45 small ops.
@@ -84,10 +86,10 @@ class ProbeMemo:
     """Every value one probe has computed, numbered by how it was computed."""
 
     def __init__(self, primitive_set: PrimitiveSet, options: ExecutionOptions, steps: int, batch: int,
-                 drift: float, capacity: int = MEMO_CAPACITY):
+                 drift: float, capacity: int = MEMO_BYTES):
         self.primitive_set, self.options = primitive_set, options
         self.steps, self.batch, self.drift = steps, batch, drift
-        self.capacity = capacity
+        self.capacity = capacity  # bytes
         self.clear()
 
     def clear(self) -> None:
@@ -101,6 +103,7 @@ class ProbeMemo:
         self.inputs: dict[Layout, tuple[int, tuple[int, ...], tuple[int, ...]]] = {}  # numbers of w0, g, t
         self.digests: dict[tuple[int, ...], str] = {}  # numbers of a run's updates -> fingerprint
         self.statements_seen = self.statements_run = 0  # statements run: not found in the memory
+        self.size = 0  # bytes, counted as MEMO_BYTES says
 
     def number(self, value: np.ndarray) -> int:
         """The number of a value: equal bits, equal number, however it was computed.
@@ -113,6 +116,7 @@ class ProbeMemo:
         if number is None:
             number = self.contents[content] = len(self.values)
             self.values.append(value)
+            self.size += value.nbytes + VALUE_OVERHEAD
         return number
 
     def leaf(self, key: tuple, make: Callable[[], np.ndarray]) -> int:
@@ -275,7 +279,7 @@ def probe_run(program: Program, options: ExecutionOptions = PROBE_OPTIONS, primi
     validate(program, primitive_set)
     if memo is None:
         memo = probe_memo(primitive_set, options, steps, batch, drift)
-    if len(memo.values) > memo.capacity:
+    if memo.size > memo.capacity:
         memo.clear()
     with np.errstate(all="ignore"):  # a runaway program overflows: that is its behaviour, not a warning
         numbers = []
