@@ -14,7 +14,6 @@ batch dimensions (stacked parameters of one shape, or vmapped seeds).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -98,21 +97,13 @@ def trajectory(compiled: CompiledProgram, w: Tensor, grads: Sequence[Tensor], lr
     batch, core = w.shape[0], w.shape[1:]
     m, n = (core[0], core[1]) if compiled.layout is Layout.MATRIX else (1, core[0])
     state = compiled.init_state((batch,), m, n, dtype=w.dtype, device=w.device)
-    # The fingerprint runs this for every new program: a few tiny ops per step,
-    # so the step counts are made once and no op is spent on a no-op.
-    times = _step_counts(len(grads), (batch,) + (1,) * compiled.layout.core_ndim, w.dtype, w.device)
+    times = torch.arange(1, len(grads) + 1, dtype=w.dtype, device=w.device)
+    time_shape = (batch,) + (1,) * compiled.layout.core_ndim
     updates = []
-    for g, t in zip(grads, times):
-        u, state = compiled.step(g, w, t, state)
+    for step, g in enumerate(grads):
+        u, state = compiled.step(g, w, times[step].expand(time_shape), state)
         if u.shape != w.shape:
             u = torch.broadcast_to(u, w.shape)
         updates.append(u)
         w = w - lr * u  # two roundings, as the probe (probe.py) computes it
     return updates
-
-
-@functools.lru_cache(maxsize=64)
-def _step_counts(steps: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> tuple[Tensor, ...]:
-    """t = 1, 2, ..., steps as tensors of `shape`, shared by every trajectory (programs never write into t)."""
-    with torch.inference_mode(False):  # ordinary tensors, usable inside and outside inference mode
-        return tuple(torch.full(shape, float(step), dtype=dtype, device=device) for step in range(1, steps + 1))

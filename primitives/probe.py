@@ -83,7 +83,7 @@ def probe_inputs(layout: Layout, steps: int = PROBE_STEPS, batch: int = PROBE_BA
 
 
 class ProbeMemo:
-    """Every value one probe has computed, numbered by how it was computed."""
+    """Every value one probe has computed, numbered by how it was computed and by its bits."""
 
     def __init__(self, primitive_set: PrimitiveSet, options: ExecutionOptions, steps: int, batch: int,
                  drift: float, capacity: int = MEMO_BYTES):
@@ -141,8 +141,8 @@ class ProbeMemo:
         m, n = w.shape[1:] if layout is Layout.MATRIX else (1, w.shape[1])
         return initial_value(decl, layout, (self.batch,), m, n, w.dtype).numpy()
 
-    def _compile(self, program: Program, layout: Layout) -> tuple[list, list[int], int, int]:
-        """(code, initial registers, slot of u, number of registers) with registers as slots.
+    def _compile(self, program: Program, layout: Layout) -> tuple[list, list[int], int]:
+        """(code, initial registers, slot of u) with registers as slots.
 
         An instruction is (operation number, kernel, getter of its argument
         slots, whether it has one argument, its result slot); its key in the
@@ -188,7 +188,7 @@ class ProbeMemo:
                 code.append((*operation, itemgetter(*[arguments[i] for i in positions]), len(positions) == 1,
                              result))
                 arguments.append(result)
-        return code, registers + [-1] * (len(slots) - len(registers)), slots[program.output], len(slots)
+        return code, registers + [-1] * (len(slots) - len(registers)), slots[program.output]
 
     def _new_operation(self, key: tuple, kernel: Callable, layout: Layout) -> tuple[int, Callable]:
         """Number an operation (a primitive with its constants, or a part of one) and keep its kernel."""
@@ -200,7 +200,7 @@ class ProbeMemo:
         """Numbers of the updates u, step after step, of `program` (validated) on this probe's `layout`."""
         numbers, values, descents = self.numbers, self.values, self.descents
         w_number, g_numbers, t_numbers = self._inputs(layout)
-        code, env, output, _ = self._compile(program, layout)
+        code, env, output = self._compile(program, layout)
         env[1] = w_number
         out = []
         for step in range(self.steps):
