@@ -14,6 +14,7 @@ two chained interps and one, x + x and 2 x.
 from __future__ import annotations
 
 import hashlib
+import math
 
 import numpy as np
 
@@ -38,12 +39,15 @@ _KEEP = np.uint64(~((1 << _DROPPED_BITS) - 1) & 0xFFFF_FFFF_FFFF_FFFF)
 def fingerprint_of_values(values: np.ndarray) -> str:
     """16 hex digits of `values` rounded to MANTISSA_BITS significant bits, tiny ones to zero."""
     values = np.ascontiguousarray(values, dtype=np.float64)  # the bit pattern below is float64's
-    # ufunc reductions, not .all() and .max(): their Python wrappers cost more than the work here.
-    if not np.logical_and.reduce(np.isfinite(values), axis=None):  # rare; nan_to_num is slow
-        values = np.nan_to_num(values, nan=np.pi, posinf=1e300, neginf=-1e300)
+    # A ufunc reduction, not .max(): its Python wrapper costs more than the work here.
     magnitude = np.abs(values)
-    if values.size:  # <=, and 0.0 not -0.0: an all-zero update is +0 whichever way it was computed
-        values = np.where(magnitude <= ZERO_FRACTION * np.maximum.reduce(magnitude, axis=None), 0.0, values)
+    peak = np.maximum.reduce(magnitude, axis=None) if values.size else 0.0
+    if not peak < math.inf:  # a NaN (which compares false) or an inf: rare
+        values = np.nan_to_num(values, nan=np.pi, posinf=1e300, neginf=-1e300)
+        magnitude = np.abs(values)
+        peak = np.maximum.reduce(magnitude, axis=None)
+    # <=, and 0.0 not -0.0: an all-zero update is +0 whichever way it was computed
+    values = np.where(magnitude <= ZERO_FRACTION * peak, 0.0, values)
     rounded = (values.view(np.uint64) + _HALF) & _KEEP
     return hashlib.blake2b(rounded.tobytes(), digest_size=8).hexdigest()
 

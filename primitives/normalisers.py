@@ -76,14 +76,19 @@ def _probe_vector(n: int, dtype: torch.dtype, device: str) -> Tensor:
 def spectral_norm(x: Tensor, iterations: int = POWER_ITERATIONS) -> Tensor:
     """sigma_max(x) by power iteration on x^T x, from a fixed start vector.
 
-    Returns shape (..., 1, 1). Exact for rank-1 inputs; for zero input, 0.
+    Returns shape (..., 1, 1). Exact for rank-1 inputs; for zero input, 0. The
+    iteration runs on x / max|x_ij| and scales back: x^T x v squares x's
+    entries, which overflows from |x| ~ 1e154 in float64 (1e19 in float32)
+    and would make v, and the norm, 0.
     """
     n = x.shape[-1]
+    scale = torch.clamp(torch.amax(torch.abs(x), dim=(-2, -1), keepdim=True), min=torch.finfo(x.dtype).tiny)
+    x = x / scale
     v = _probe_vector(n, x.dtype, str(x.device)).expand(*x.shape[:-2], n).unsqueeze(-1)
     for _ in range(iterations):
         v = x.mT @ (x @ v)
         v = v / (torch.linalg.vector_norm(v, dim=-2, keepdim=True) + torch.finfo(x.dtype).tiny)
-    return torch.linalg.vector_norm(x @ v, dim=-2, keepdim=True)
+    return scale * torch.linalg.vector_norm(x @ v, dim=-2, keepdim=True)
 
 
 def spectral_norm_vector(x: Tensor) -> Tensor:

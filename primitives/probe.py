@@ -38,8 +38,8 @@ from primitives.interpreter import initial_value
 from primitives.kinds import Layout
 from primitives.library import ALL
 from primitives.primitive import ExecutionOptions, Primitive, PrimitiveSet
-from primitives.probe_kernels import MATRIX_KERNELS, MATRIX_PARTS, VECTOR_KERNELS
-from primitives.program import Program, StateDecl, validate
+from primitives.probe_kernels import MATRIX_KERNELS, MATRIX_PARTS, VECTOR_KERNELS, VECTOR_PARTS
+from primitives.program import Program, StateDecl, Statement, validate
 
 PROBE_STEPS = 4
 PROBE_LR = 1e-2
@@ -96,10 +96,18 @@ class ProbeMemo:
         self.numbers: dict[tuple, int] = {}  # how a value was computed -> its number
         self.contents: dict[tuple, int] = {}  # (shape, bytes) of a value -> its number
         self.values: list[np.ndarray] = []  # number -> value
-        self.descents: dict[tuple[int, int], tuple[int, int]] = {}  # (w, u) -> (u as w's shape, w - lr u)
-        # layout -> (op, constants) -> (operation number, the kernel with its constants bound)
-        self.operations: dict[Layout, dict[tuple, tuple[int, Callable]]] = {layout: {} for layout in Layout}
-        self.operation_count = 0
+        self.descents: dict[tuple[int, int], int] = {}  # (w, u as w's shape) -> w - lr u
+        self.full: dict[Layout, dict[int, int]] = {layout: {} for layout in Layout}  # u -> u as w's shape
+        # layout -> (op, constants) -> (operation number, kernel, None) or (None, None, parts): _new_operation
+        self.operations: dict[Layout, dict[tuple, tuple]] = {layout: {} for layout in Layout}
+        self.kernels: list[Callable] = []  # operation number -> its kernel with its constants bound
+        self.initial: dict[Layout, dict[tuple, int]] = {layout: {} for layout in Layout}  # (kind, init, eps) -> number
+        # Registers are slots of one list, numbered here for every program (a search names its
+        # registers from a small set), so that a statement compiles once and its instructions
+        # serve every program that holds it: a child holds its parent's Statement objects.
+        self.slots: dict[str | tuple, int] = {"g": 0, "w": 1, "t": 2}  # register name -> slot
+        # layout -> (id of a statement, its constants' values) -> (the statement, instructions, reads w)
+        self.instructions: dict[Layout, dict[tuple, tuple]] = {layout: {} for layout in Layout}
         self.inputs: dict[Layout, tuple[int, tuple[int, ...], tuple[int, ...]]] = {}  # numbers of w0, g, t
         self.digests: dict[tuple[int, ...], str] = {}  # numbers of a run's updates -> fingerprint
         self.statements_seen = self.statements_run = 0  # statements run: not found in the memory
@@ -141,66 +149,95 @@ class ProbeMemo:
         m, n = w.shape[1:] if layout is Layout.MATRIX else (1, w.shape[1])
         return initial_value(decl, layout, (self.batch,), m, n, w.dtype).numpy()
 
-    def _compile(self, program: Program, layout: Layout) -> tuple[list, list[int], int]:
-        """(code, initial registers, slot of u) with registers as slots.
+    def _slot(self, name: str | tuple) -> int:
+        slot = self.slots.get(name)
+        if slot is None:
+            slot = self.slots[name] = len(self.slots)
+        return slot
+
+    def _compile(self, program: Program, layout: Layout) -> tuple[list, list[int], int, bool]:
+        """(code, registers holding the initial values' numbers, slot of u, whether a statement reads w)."""
+        cache = self.instructions[layout]
+        constants = program.constant_values if program.constants else None
+        code, reads_w = [], False
+        for stmt in program.body:
+            consts = tuple([constants[c] for c in stmt.consts]) if stmt.consts else ()
+            entry = cache.get((id(stmt), consts))
+            if entry is None or entry[0] is not stmt:  # the statement holds its id while it is here
+                entry = cache[id(stmt), consts] = (stmt, self._instructions(stmt, consts, layout), "w" in stmt.args)
+                self.size += VALUE_OVERHEAD
+            code += entry[1]
+            reads_w = reads_w or entry[2]
+        initial, state = self.initial[layout], []
+        for decl in program.state:
+            key = (decl.kind, decl.init, decl.eps)
+            number = initial.get(key)
+            if number is None:
+                number = initial[key] = self.number(self._initial_value(decl, layout))
+            state.append((self._slot(decl.name), number))
+        registers = [-1] * len(self.slots)
+        for slot, number in state:
+            registers[slot] = number
+        return code, registers, self.slots[program.output], reads_w
+
+    def _instructions(self, stmt: Statement, consts: tuple[float, ...], layout: Layout) -> tuple[tuple, ...]:
+        """A statement's instructions on one layout.
 
         An instruction is (operation number, kernel, getter of its argument
         slots, whether it has one argument, its result slot); its key in the
         memory is (operation number, argument numbers). A statement is one
-        instruction, or one per part (MATRIX_PARTS) with slots of their own.
+        instruction, or one per part (MATRIX_PARTS, VECTOR_PARTS), the parts
+        before the last writing slots of their own.
         """
-        slots = {"g": 0, "w": 1, "t": 2}
-        registers = [-1, -1, -1]
-        for decl in program.state:
-            slots[decl.name] = len(registers)
-            registers.append(self.leaf(("init", layout.value, decl.kind.value, decl.init, decl.eps),
-                                       lambda decl=decl: self._initial_value(decl, layout)))
-        constants = program.constant_values
-        operations = self.operations[layout]  # per layout: hashing an Enum member runs Python code
-        all_parts = MATRIX_PARTS if layout is Layout.MATRIX else {}
-        code = []
-        for stmt in program.body:
-            consts = tuple([constants[c] for c in stmt.consts])
-            arguments = [slots[a] for a in stmt.args]
-            parts = all_parts.get(stmt.op)
-            if parts is not None and not _is_library(self.primitive_set.get(stmt.op)):
-                parts = None
-            if stmt.out not in slots:
-                slots[stmt.out] = len(slots)
-            if parts is None:
-                operation = operations.get((stmt.op, consts))
-                if operation is None:
-                    operation = self._new_operation(
-                        (stmt.op, consts), probe_function(self.primitive_set.get(stmt.op), layout, consts,
-                                                          self.options), layout)
-                code.append((*operation, itemgetter(*arguments), len(arguments) == 1, slots[stmt.out]))
-                continue
-            named = dict(zip((spec.name for spec in self.primitive_set.get(stmt.op).consts), consts))
-            for k, (kernel, positions, names) in enumerate(parts):
-                part_consts = {name: named[name] for name in names}
-                key = (kernel, tuple(part_consts.values()))
-                operation = operations.get(key) or self._new_operation(
-                    key, functools.partial(kernel, **part_consts), layout)
-                if k == len(parts) - 1:
-                    result = slots[stmt.out]
-                else:
-                    result = slots[("part", len(slots))] = len(slots)
-                code.append((*operation, itemgetter(*[arguments[i] for i in positions]), len(positions) == 1,
-                             result))
-                arguments.append(result)
-        return code, registers + [-1] * (len(slots) - len(registers)), slots[program.output]
+        number, kernel, parts = (self.operations[layout].get((stmt.op, consts))
+                                 or self._new_operation(stmt.op, consts, layout))
+        arguments = [self._slot(a) for a in stmt.args]
+        out = self._slot(stmt.out)
+        if parts is None:
+            return ((number, kernel, itemgetter(*arguments), len(arguments) == 1, out),)
+        instructions = []
+        for k, (number, kernel, positions) in enumerate(parts):
+            result = out if k == len(parts) - 1 else self._slot(("part", k))  # read at once by a later part
+            instructions.append((number, kernel, itemgetter(*[arguments[i] for i in positions]),
+                                 len(positions) == 1, result))
+            arguments.append(result)
+        return tuple(instructions)
 
-    def _new_operation(self, key: tuple, kernel: Callable, layout: Layout) -> tuple[int, Callable]:
-        """Number an operation (a primitive with its constants, or a part of one) and keep its kernel."""
-        operation = self.operations[layout][key] = (self.operation_count, kernel)
-        self.operation_count += 1
-        return operation
+    def _new_operation(self, op: str, consts: tuple[float, ...], layout: Layout) -> tuple:
+        """Number an operation (a primitive with its constants), or each of its parts, and keep its kernel.
+
+        The entry is (number, kernel, None), or (None, None, parts) with a part
+        (number, kernel, positions of its arguments); parts are numbered by
+        (kernel, their constants), so two primitives sharing a part share it.
+        """
+        operations = self.operations[layout]
+        primitive = self.primitive_set.get(op)
+        parts = (MATRIX_PARTS if layout is Layout.MATRIX else VECTOR_PARTS).get(op) if _is_library(primitive) else None
+        if parts is None:
+            entry = (len(self.kernels), probe_function(primitive, layout, consts, self.options), None)
+            self.kernels.append(entry[1])
+        else:
+            named = dict(zip((spec.name for spec in primitive.consts), consts))
+            numbered = []
+            for kernel, positions, names in parts:
+                part_consts = tuple([named[name] for name in names])
+                part = operations.get((kernel, part_consts))
+                if part is None:
+                    bound = functools.partial(kernel, **dict(zip(names, part_consts)))
+                    part = operations[kernel, part_consts] = (len(self.kernels), bound, None)
+                    self.kernels.append(bound)
+                numbered.append((part[0], part[1], positions))
+            entry = (None, None, tuple(numbered))
+        operations[op, consts] = entry
+        return entry
 
     def updates(self, program: Program, layout: Layout) -> list[int]:
         """Numbers of the updates u, step after step, of `program` (validated) on this probe's `layout`."""
-        numbers, values, descents = self.numbers, self.values, self.descents
+        numbers, contents, values, descents = self.numbers, self.contents, self.values, self.descents
+        full = self.full[layout]
+        run = added = 0
         w_number, g_numbers, t_numbers = self._inputs(layout)
-        code, env, output = self._compile(program, layout)
+        code, env, output, reads_w = self._compile(program, layout)
         env[1] = w_number
         out = []
         for step in range(self.steps):
@@ -209,23 +246,38 @@ class ProbeMemo:
                 found = arguments(env)  # one number, or a tuple of them
                 key = (operation, found)
                 number = numbers.get(key)
-                if number is None:
-                    number = numbers[key] = self.number(
-                        function(values[found]) if unary else function(*[values[i] for i in found]))
-                    self.statements_run += 1
+                if number is None:  # run it, then number its value by its bits (self.number, inlined)
+                    value = function(values[found]) if unary else function(*[values[i] for i in found])
+                    content = (value.shape, value.tobytes())
+                    number = contents.get(content)
+                    if number is None:
+                        number = contents[content] = len(values)
+                        values.append(value)
+                        added += value.nbytes + VALUE_OVERHEAD
+                    numbers[key] = number
+                    run += 1
                 env[result] = number
-            descent = descents.get((env[1], env[output]))
-            if descent is None:  # u broadcast to the parameter's shape, and w - lr u
-                u, w = values[env[output]], values[env[1]]
-                if u.shape != w.shape:  # a copy, not np.broadcast_to (9 us of Python)
-                    full = np.empty(w.shape)
-                    full[...] = u
-                    u = full
-                descent = descents[env[1], env[output]] = (self.number(u), self.number(w - PROBE_LR * u))
-            u_number, env[1] = descent
+            u_number = full.get(env[output])  # u as the parameter's shape
+            if u_number is None:
+                u_number = full[env[output]] = self._as_parameter(values[env[output]], values[w_number].shape)
             out.append(u_number)
+            if reads_w:  # the next step's w = w - lr u (a program that never reads w needs none)
+                w_next = descents.get((env[1], u_number))
+                if w_next is None:
+                    w_next = descents[env[1], u_number] = self.number(values[env[1]] - PROBE_LR * values[u_number])
+                env[1] = w_next
         self.statements_seen += self.steps * len(code)
+        self.statements_run += run
+        self.size += added
         return out
+
+    def _as_parameter(self, u: np.ndarray, shape: tuple[int, ...]) -> int:
+        """The number of u broadcast to the parameter's shape (a PARAM result can be a broadcast scalar)."""
+        if u.shape != shape:  # a copy, not np.broadcast_to (9 us of Python)
+            full = np.empty(shape)
+            full[...] = u
+            u = full
+        return self.number(u)
 
     def concatenate(self, numbers: tuple[int, ...]) -> np.ndarray:
         return np.concatenate([self.values[i].reshape(-1) for i in numbers])

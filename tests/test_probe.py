@@ -151,7 +151,7 @@ def test_the_memory_changes_no_value():
 
 def test_a_full_memory_starts_over_without_changing_values():
     children = _children(30, seed=1)
-    unbounded, small = _fresh(), _fresh(capacity=200_000)  # the stream needs ~700 KB; one run adds < 100 KB
+    unbounded, small = _fresh(), _fresh(capacity=150_000)  # the stream needs ~600 KB; one run adds < 100 KB
     prints = [fingerprint(p, memo=small) for p in children]
     for program in children:
         fingerprint(program, memo=unbounded)
