@@ -106,6 +106,17 @@ def test_matrix_layout_matches_definition(name, shape):
     np.testing.assert_allclose(out.numpy(), np.broadcast_to(expected, out.shape), rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("dtype,huge", [(torch.float64, 1e200), (torch.float32, 1e30)])
+def test_spectral_norm_of_a_huge_matrix_does_not_overflow(dtype, huge):
+    """Power iteration squares x's entries; on x / max|x| it scales: 1e200 x has norm 1e200 ||x||, not 0."""
+    x = torch.randn(2, 5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    x[..., 0, :] *= 4  # a spectral gap
+    spectral_norm = ALL.get("spectral_norm")
+    exact = torch.linalg.matrix_norm(x, ord=2)[..., None, None]
+    torch.testing.assert_close(spectral_norm(x.to(dtype) * huge).double() / huge, exact, rtol=1e-5, atol=0)
+    assert torch.equal(spectral_norm(torch.zeros(2, 5, 3, dtype=dtype)), torch.zeros(2, 1, 1, dtype=dtype))
+
+
 # A vector is diag(x) for matrix primitives: check against the matrix definition.
 DIAGONAL_PRIMITIVES = ["spectral_norm", "nuclear_norm", "polar", "nuclear_scaled_polar", "aspect_scale",
                        "gram_left", "gram_right"]
