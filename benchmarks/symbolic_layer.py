@@ -8,7 +8,8 @@ operator. On that stream, side by side in one process (one thread):
 
   generation   make_child: mutate, validate, prune, hash, re-mutate until new
   symbolic     validate + prune + structural hash of a finished program
-  fingerprint  the behavioural fingerprint (runs the program on the probe), with
+  fingerprint  the behavioural fingerprint (runs the program on the probe) of
+               programs decoded from JSON, as a worker receives them, with
                the probe's memory kept across the stream, as a search worker
                keeps it, and with a fresh memory for every program
 """
@@ -28,6 +29,7 @@ from primitives.hashing import structural_hash
 from primitives.known import KNOWN_PROGRAMS
 from primitives.library import PRIMITIVE_SETS
 from primitives.program import validate
+from primitives.serialize import from_dict, to_dict
 from search.mutation import Limits, make_child
 
 WARM_STARTS = {"elementwise": ["adamw", "lion", "signum", "rmsprop", "sgd_momentum"],
@@ -80,7 +82,9 @@ def main() -> None:
         passes.append(time.perf_counter() - start)
     symbolic_seconds = float(np.median(passes))
 
-    sample = children[: args.fingerprints]
+    # A worker fingerprints a program decoded from its JSON job: statements are new objects, not the
+    # parent's (nothing may ride on object identity). Decoding is the job's cost, not the fingerprint's.
+    sample = [from_dict(to_dict(program), primitive_set) for program in children[: args.fingerprints]]
 
     def fingerprint_pass(shared: bool) -> tuple[float, ProbeMemo]:
         """(seconds for the sample, the memory): every program new to the memory it starts with."""

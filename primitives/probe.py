@@ -6,14 +6,14 @@ share most statements with their parents. The probe runs them on NumPy twins
 of the primitives (probe_kernels.py: at these sizes a torch op is all launch
 overhead) and numbers every value it computes (hash-consing):
 
-    by how it was computed   input (name, layout, step); initial state
-                             ("init", layout, kind, init, eps); a statement's
-                             result (operation, numbers of its arguments),
-                             an operation being a primitive with its constants
+    by how it was computed   a statement's result: in its operation's table
+                             (an operation is a primitive with its constants),
+                             under the numbers of its arguments
     by its bits              (shape, bytes): two computations that reach the
                              same value give it one number
 
-A statement whose key is known is looked up instead of run, and kernels are
+A statement whose arguments are in its operation's table is looked up
+instead of run, and kernels are
 functions of their arguments' bits, so a run with the memory gives bit for
 bit the values of a run without it (tests/test_probe.py). On the benchmark's
 search stream 62% of the statements are found in the full primitive space
@@ -82,6 +82,21 @@ def probe_inputs(layout: Layout, steps: int = PROBE_STEPS, batch: int = PROBE_BA
         return w0, tuple(drift * direction + heavy_tailed() for _ in range(steps))
 
 
+class LayoutMemo:
+    """What a probe memory holds for one layout: the inputs' numbers, operations and compiled statements."""
+
+    def __init__(self, layout: Layout):
+        self.layout = layout
+        self.inputs: tuple[int, tuple[int, ...], tuple[int, ...]] | None = None  # numbers of w0, g, t
+        self.initial: dict[tuple, int] = {}  # (kind, init, eps) of a state register -> its initial number
+        # (op, constants) -> (table, kernel, None) or (None, None, parts): ProbeMemo._new_operation. A
+        # table maps the numbers of an operation's arguments (one number, or a tuple) to its result's.
+        self.operations: dict[tuple, tuple] = {}
+        # (op, args, out, constants' values) of a statement -> (its instructions, whether it reads w)
+        self.instructions: dict[tuple, tuple] = {}
+        self.full: dict[int, int] = {}  # u -> u broadcast to the parameter's shape
+
+
 class ProbeMemo:
     """Every value one probe has computed, numbered by how it was computed and by its bits."""
 
@@ -93,22 +108,14 @@ class ProbeMemo:
         self.clear()
 
     def clear(self) -> None:
-        self.numbers: dict[tuple, int] = {}  # how a value was computed -> its number
         self.contents: dict[tuple, int] = {}  # (shape, bytes) of a value -> its number
         self.values: list[np.ndarray] = []  # number -> value
         self.descents: dict[tuple[int, int], int] = {}  # (w, u as w's shape) -> w - lr u
-        self.full: dict[Layout, dict[int, int]] = {layout: {} for layout in Layout}  # u -> u as w's shape
-        # layout -> (op, constants) -> (operation number, kernel, None) or (None, None, parts): _new_operation
-        self.operations: dict[Layout, dict[tuple, tuple]] = {layout: {} for layout in Layout}
-        self.kernels: list[Callable] = []  # operation number -> its kernel with its constants bound
-        self.initial: dict[Layout, dict[tuple, int]] = {layout: {} for layout in Layout}  # (kind, init, eps) -> number
+        self.layouts = {layout: LayoutMemo(layout) for layout in Layout}
         # Registers are slots of one list, numbered here for every program (a search names its
         # registers from a small set), so that a statement compiles once and its instructions
-        # serve every program that holds it: a child holds its parent's Statement objects.
+        # serve every program that holds it: a child holds most of its parent's statements.
         self.slots: dict[str | tuple, int] = {"g": 0, "w": 1, "t": 2}  # register name -> slot
-        # layout -> (id of a statement, its constants' values) -> (the statement, instructions, reads w)
-        self.instructions: dict[Layout, dict[tuple, tuple]] = {layout: {} for layout in Layout}
-        self.inputs: dict[Layout, tuple[int, tuple[int, ...], tuple[int, ...]]] = {}  # numbers of w0, g, t
         self.digests: dict[tuple[int, ...], str] = {}  # numbers of a run's updates -> fingerprint
         self.statements_seen = self.statements_run = 0  # statements run: not found in the memory
         self.size = 0  # bytes, counted as MEMO_BYTES says
@@ -127,22 +134,13 @@ class ProbeMemo:
             self.size += value.nbytes + VALUE_OVERHEAD
         return number
 
-    def leaf(self, key: tuple, make: Callable[[], np.ndarray]) -> int:
-        """The number of an input or initial state (keys start with a name, statements' with a number)."""
-        number = self.numbers.get(key)
-        if number is None:
-            number = self.numbers[key] = self.number(make())
-        return number
-
-    def _inputs(self, layout: Layout) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
-        if layout not in self.inputs:
-            w, grads = probe_inputs(layout, self.steps, self.batch, self.drift)
-            time_shape = (self.batch,) + (1,) * layout.core_ndim
-            self.inputs[layout] = (
-                self.leaf(("w0", layout), w.numpy),
-                tuple(self.leaf(("g", layout, k), g.numpy) for k, g in enumerate(grads)),
-                tuple(self.leaf(("t", layout, k), lambda k=k: np.full(time_shape, k + 1.0)) for k in range(self.steps)))
-        return self.inputs[layout]
+    def _inputs(self, memo: LayoutMemo) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
+        if memo.inputs is None:
+            w, grads = probe_inputs(memo.layout, self.steps, self.batch, self.drift)
+            time_shape = (self.batch,) + (1,) * memo.layout.core_ndim
+            memo.inputs = (self.number(w.numpy()), tuple(self.number(g.numpy()) for g in grads),
+                           tuple(self.number(np.full(time_shape, k + 1.0)) for k in range(self.steps)))
+        return memo.inputs
 
     def _initial_value(self, decl: StateDecl, layout: Layout) -> np.ndarray:
         w = probe_inputs(layout, self.steps, self.batch, self.drift)[0]
@@ -155,67 +153,68 @@ class ProbeMemo:
             slot = self.slots[name] = len(self.slots)
         return slot
 
-    def _compile(self, program: Program, layout: Layout) -> tuple[list, list[int], int, bool]:
+    def _compile(self, program: Program, memo: LayoutMemo) -> tuple[list, list[int], int, bool]:
         """(code, registers holding the initial values' numbers, slot of u, whether a statement reads w)."""
-        cache = self.instructions[layout]
+        cache = memo.instructions
         constants = program.constant_values if program.constants else None
         code, reads_w = [], False
         for stmt in program.body:
-            consts = tuple([constants[c] for c in stmt.consts]) if stmt.consts else ()
-            entry = cache.get((id(stmt), consts))
-            if entry is None or entry[0] is not stmt:  # the statement holds its id while it is here
-                entry = cache[id(stmt), consts] = (stmt, self._instructions(stmt, consts, layout), "w" in stmt.args)
+            names = stmt.consts
+            consts = () if not names else (constants[names[0]],) if len(names) == 1 else tuple(
+                [constants[name] for name in names])
+            entry = cache.get((stmt.op, stmt.args, stmt.out, consts))
+            if entry is None:
+                entry = cache[stmt.op, stmt.args, stmt.out, consts] = (self._instructions(stmt, consts, memo),
+                                                                       "w" in stmt.args)
                 self.size += VALUE_OVERHEAD
-            code += entry[1]
-            reads_w = reads_w or entry[2]
-        initial, state = self.initial[layout], []
+            code += entry[0]
+            reads_w = reads_w or entry[1]
+        initial, state = memo.initial, []
         for decl in program.state:
             key = (decl.kind, decl.init, decl.eps)
             number = initial.get(key)
             if number is None:
-                number = initial[key] = self.number(self._initial_value(decl, layout))
+                number = initial[key] = self.number(self._initial_value(decl, memo.layout))
             state.append((self._slot(decl.name), number))
         registers = [-1] * len(self.slots)
         for slot, number in state:
             registers[slot] = number
         return code, registers, self.slots[program.output], reads_w
 
-    def _instructions(self, stmt: Statement, consts: tuple[float, ...], layout: Layout) -> tuple[tuple, ...]:
+    def _instructions(self, stmt: Statement, consts: tuple[float, ...], memo: LayoutMemo) -> tuple[tuple, ...]:
         """A statement's instructions on one layout.
 
-        An instruction is (operation number, kernel, getter of its argument
-        slots, whether it has one argument, its result slot); its key in the
-        memory is (operation number, argument numbers). A statement is one
-        instruction, or one per part (MATRIX_PARTS, VECTOR_PARTS), the parts
-        before the last writing slots of their own.
+        An instruction is (its operation's table, kernel, getter of its
+        argument slots, how many arguments it has, its result slot). A
+        statement is one instruction, or one per part (MATRIX_PARTS,
+        VECTOR_PARTS), the parts before the last writing slots of their own.
         """
-        number, kernel, parts = (self.operations[layout].get((stmt.op, consts))
-                                 or self._new_operation(stmt.op, consts, layout))
+        table, kernel, parts = memo.operations.get((stmt.op, consts)) or self._new_operation(stmt.op, consts, memo)
         arguments = [self._slot(a) for a in stmt.args]
         out = self._slot(stmt.out)
         if parts is None:
-            return ((number, kernel, itemgetter(*arguments), len(arguments) == 1, out),)
+            return ((table, kernel, itemgetter(*arguments), len(arguments), out),)
         instructions = []
-        for k, (number, kernel, positions) in enumerate(parts):
+        for k, (table, kernel, positions) in enumerate(parts):
             result = out if k == len(parts) - 1 else self._slot(("part", k))  # read at once by a later part
-            instructions.append((number, kernel, itemgetter(*[arguments[i] for i in positions]),
-                                 len(positions) == 1, result))
+            instructions.append((table, kernel, itemgetter(*[arguments[i] for i in positions]), len(positions),
+                                 result))
             arguments.append(result)
         return tuple(instructions)
 
-    def _new_operation(self, op: str, consts: tuple[float, ...], layout: Layout) -> tuple:
-        """Number an operation (a primitive with its constants), or each of its parts, and keep its kernel.
+    def _new_operation(self, op: str, consts: tuple[float, ...], memo: LayoutMemo) -> tuple:
+        """A table and a kernel for an operation (a primitive with its constants), or for each of its parts.
 
-        The entry is (number, kernel, None), or (None, None, parts) with a part
-        (number, kernel, positions of its arguments); parts are numbered by
+        The entry is (table, kernel, None), or (None, None, parts) with a part
+        (table, kernel, positions of its arguments); parts are keyed by
         (kernel, their constants), so two primitives sharing a part share it.
         """
-        operations = self.operations[layout]
+        operations = memo.operations
         primitive = self.primitive_set.get(op)
-        parts = (MATRIX_PARTS if layout is Layout.MATRIX else VECTOR_PARTS).get(op) if _is_library(primitive) else None
+        matrix = memo.layout is Layout.MATRIX
+        parts = (MATRIX_PARTS if matrix else VECTOR_PARTS).get(op) if _is_library(primitive) else None
         if parts is None:
-            entry = (len(self.kernels), probe_function(primitive, layout, consts, self.options), None)
-            self.kernels.append(entry[1])
+            entry = ({}, probe_function(primitive, memo.layout, consts, self.options), None)
         else:
             named = dict(zip((spec.name for spec in primitive.consts), consts))
             numbered = []
@@ -224,8 +223,7 @@ class ProbeMemo:
                 part = operations.get((kernel, part_consts))
                 if part is None:
                     bound = functools.partial(kernel, **dict(zip(names, part_consts)))
-                    part = operations[kernel, part_consts] = (len(self.kernels), bound, None)
-                    self.kernels.append(bound)
+                    part = operations[kernel, part_consts] = ({}, bound, None)
                 numbered.append((part[0], part[1], positions))
             entry = (None, None, tuple(numbered))
         operations[op, consts] = entry
@@ -233,28 +231,33 @@ class ProbeMemo:
 
     def updates(self, program: Program, layout: Layout) -> list[int]:
         """Numbers of the updates u, step after step, of `program` (validated) on this probe's `layout`."""
-        numbers, contents, values, descents = self.numbers, self.contents, self.values, self.descents
-        full = self.full[layout]
+        contents, values, descents = self.contents, self.values, self.descents
+        memo = self.layouts[layout]
+        full = memo.full
         run = added = 0
-        w_number, g_numbers, t_numbers = self._inputs(layout)
-        code, env, output, reads_w = self._compile(program, layout)
+        w_number, g_numbers, t_numbers = self._inputs(memo)
+        code, env, output, reads_w = self._compile(program, memo)
         env[1] = w_number
         out = []
         for step in range(self.steps):
             env[0], env[2] = g_numbers[step], t_numbers[step]
-            for operation, function, arguments, unary, result in code:
+            for table, function, arguments, arity, result in code:
                 found = arguments(env)  # one number, or a tuple of them
-                key = (operation, found)
-                number = numbers.get(key)
+                number = table.get(found)
                 if number is None:  # run it, then number its value by its bits (self.number, inlined)
-                    value = function(values[found]) if unary else function(*[values[i] for i in found])
+                    if arity == 1:
+                        value = function(values[found])
+                    elif arity == 2:
+                        value = function(values[found[0]], values[found[1]])
+                    else:
+                        value = function(*[values[i] for i in found])
                     content = (value.shape, value.tobytes())
                     number = contents.get(content)
                     if number is None:
                         number = contents[content] = len(values)
                         values.append(value)
                         added += value.nbytes + VALUE_OVERHEAD
-                    numbers[key] = number
+                    table[found] = number
                     run += 1
                 env[result] = number
             u_number = full.get(env[output])  # u as the parameter's shape
