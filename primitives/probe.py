@@ -222,7 +222,7 @@ class ProbeMemo:
                 part_consts = tuple([named[name] for name in names])
                 part = operations.get((kernel, part_consts))
                 if part is None:
-                    bound = functools.partial(kernel, **dict(zip(names, part_consts)))
+                    bound = kernel(**dict(zip(names, part_consts))) if names else kernel  # factories, as above
                     part = operations[kernel, part_consts] = ({}, bound, None)
                 numbered.append((part[0], part[1], positions))
             entry = (None, None, tuple(numbered))
@@ -302,8 +302,9 @@ def probe_function(primitive: Primitive, layout: Layout, consts: tuple[float, ..
                 return fn(*[torch.from_numpy(np.ascontiguousarray(a)) for a in args]).numpy()
 
         return run_torch
-    keywords = {spec.name: float(v) for spec, v in zip(primitive.consts, consts)}
-    return functools.partial(kernel, **keywords) if keywords else kernel
+    if not primitive.consts:
+        return kernel
+    return kernel(**{spec.name: float(v) for spec, v in zip(primitive.consts, consts)})  # a kernel factory
 
 
 def _is_library(primitive: Primitive) -> bool:
