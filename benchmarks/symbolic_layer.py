@@ -11,7 +11,8 @@ operator. On that stream, side by side in one process (one thread):
   fingerprint  the behavioural fingerprint (runs the program on the probe) of
                programs decoded from JSON, as a worker receives them, with
                the probe's memory kept across the stream, as a search worker
-               keeps it, and with a fresh memory for every program
+               keeps it; dealt in turn to two workers' memories; and with a
+               fresh memory for every program
 """
 
 from __future__ import annotations
@@ -86,20 +87,34 @@ def main() -> None:
     # parent's (nothing may ride on object identity). Decoding is the job's cost, not the fingerprint's.
     sample = [from_dict(to_dict(program), primitive_set) for program in children[: args.fingerprints]]
 
-    def fingerprint_pass(shared: bool) -> tuple[float, ProbeMemo]:
-        """(seconds for the sample, the memory): every program new to the memory it starts with."""
+    def fingerprint_pass(workers: int | None) -> tuple[float, float]:
+        """(seconds for the sample, share of statements found), every program new to the memories.
+
+        workers: the sample dealt in turn to this many memories (a search's
+        workers each keep one; a child's parent was often fingerprinted by
+        another), or None: a fresh memory for every program.
+        """
         def fresh():
             return ProbeMemo(primitive_set, PROBE_OPTIONS, PROBE_STEPS, PROBE_BATCH, 0.0)
-        memo = fresh()
+        memories = [fresh() for _ in range(workers or 1)]
         start = time.perf_counter()
-        for program in sample:
-            fingerprint(program, primitive_set=primitive_set, memo=memo if shared else fresh())
-        return time.perf_counter() - start, memo
+        for k, program in enumerate(sample):
+            memo = memories[k % workers] if workers else fresh()
+            fingerprint(program, primitive_set=primitive_set, memo=memo)
+        seconds = time.perf_counter() - start
+        if not workers:
+            return seconds, 0.0
+        return seconds, 1 - sum(m.statements_run for m in memories) / sum(m.statements_seen for m in memories)
 
-    shared_passes = [fingerprint_pass(shared=True) for _ in range(args.repeats)]
-    fresh_seconds = [fingerprint_pass(shared=False)[0] for _ in range(args.repeats)]
-    memo = shared_passes[-1][1]
-    found = 1 - memo.statements_run / memo.statements_seen
+    rows = []
+    for label, workers in (("memory kept across the stream, as one worker keeps it", 1),
+                           ("the stream dealt to 2 workers' memories in turn", 2),
+                           ("fresh memory for each program", None)):
+        results = [fingerprint_pass(workers) for _ in range(args.repeats)]
+        seconds = [s for s, _ in results]
+        if workers:
+            label += f" ({100 * results[-1][1]:.0f}% of statements found)"
+        rows.append((label, seconds))
 
     print(f"space {args.space}: {len(children)} children, {np.mean(sizes):.1f} statements on average "
           f"(max {max(sizes)}), {attempts / len(children):.2f} mutations tried per child; torch "
@@ -110,9 +125,7 @@ def main() -> None:
     print(f"| validate + prune + structural hash (median of {args.repeats} passes; "
           f"fastest {len(children) / min(passes):,.0f}, slowest {len(children) / max(passes):,.0f}) | "
           f"{len(children) / symbolic_seconds:,.0f} |")
-    for label, seconds in ((f"memory kept across the stream ({100 * found:.0f}% of statements found)",
-                            [pass_seconds for pass_seconds, _ in shared_passes]),
-                           ("fresh memory for each program", fresh_seconds)):
+    for label, seconds in rows:
         print(f"| behavioural fingerprint, {label} (median of {args.repeats} passes; fastest "
               f"{len(sample) / min(seconds):,.0f}, slowest {len(sample) / max(seconds):,.0f}) | "
               f"{len(sample) / float(np.median(seconds)):,.0f} |")

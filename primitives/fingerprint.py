@@ -32,8 +32,8 @@ ZERO_FRACTION = 1e-9
 # of the fraction raises the exponent, which is exactly rounding up to the next
 # power of two, and the sign bit is never reached by a finite value.
 _DROPPED_BITS = 53 - MANTISSA_BITS
-_HALF = np.uint64(1 << (_DROPPED_BITS - 1))
-_KEEP = np.uint64(~((1 << _DROPPED_BITS) - 1) & 0xFFFF_FFFF_FFFF_FFFF)
+_HALF = np.array(1 << (_DROPPED_BITS - 1), dtype=np.uint64)  # 0-d arrays: a ufunc takes them faster than scalars
+_KEEP = np.array(~((1 << _DROPPED_BITS) - 1) & 0xFFFF_FFFF_FFFF_FFFF, dtype=np.uint64)
 
 
 def fingerprint_of_values(values: np.ndarray) -> str:
@@ -53,12 +53,13 @@ def fingerprint_of_values(values: np.ndarray) -> str:
 
 
 def fingerprint(program: Program, options: ExecutionOptions = PROBE_OPTIONS,
-                primitive_set: PrimitiveSet = ALL, memo: ProbeMemo | None = None) -> str:
+                primitive_set: PrimitiveSet = ALL, memo: ProbeMemo | None = None, validated: bool = False) -> str:
     """16 hex digits; equal for programs that behave alike on the probe.
 
     memo: the probe's memory (default: this process's own for the probe).
+    validated: `program` is known valid for `primitive_set` (probe_run).
     """
-    memo, numbers = probe_run(program, options, primitive_set, memo=memo)
+    memo, numbers = probe_run(program, options, primitive_set, memo=memo, validated=validated)
     digest = memo.digests.get(numbers)
     if digest is None:  # updates not all seen together before
         digest = memo.digests[numbers] = fingerprint_of_values(memo.concatenate(numbers))

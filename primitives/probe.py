@@ -44,6 +44,7 @@ from primitives.program import Program, StateDecl, Statement, validate
 PROBE_STEPS = 4
 PROBE_LR = 1e-2
 PROBE_BATCH = 2
+_LEARNING_RATE = np.array(PROBE_LR)  # 0-d: see probe_kernels.py
 MATRIX_PROBE = (5, 3)  # non-square: catches transposition mix-ups
 VECTOR_PROBE = 4
 # The memory's bound, counted as each value's data plus VALUE_OVERHEAD for its
@@ -267,7 +268,7 @@ class ProbeMemo:
             if reads_w:  # the next step's w = w - lr u (a program that never reads w needs none)
                 w_next = descents.get((env[1], u_number))
                 if w_next is None:
-                    w_next = descents[env[1], u_number] = self.number(values[env[1]] - PROBE_LR * values[u_number])
+                    w_next = descents[env[1], u_number] = self.number(values[env[1]] - _LEARNING_RATE * values[u_number])
                 env[1] = w_next
         self.statements_seen += self.steps * len(code)
         self.statements_run += run
@@ -330,9 +331,16 @@ def default_layouts(program: Program, primitive_set: PrimitiveSet) -> tuple[Layo
 
 def probe_run(program: Program, options: ExecutionOptions = PROBE_OPTIONS, primitive_set: PrimitiveSet = ALL,
               layouts: tuple[Layout, ...] | None = None, steps: int = PROBE_STEPS, batch: int = PROBE_BATCH,
-              drift: float = 0.0, memo: ProbeMemo | None = None) -> tuple[ProbeMemo, tuple[int, ...]]:
-    """(the memory, numbers of every update u in it, layout after layout, step after step)."""
-    validate(program, primitive_set)
+              drift: float = 0.0, memo: ProbeMemo | None = None, validated: bool = False
+              ) -> tuple[ProbeMemo, tuple[int, ...]]:
+    """(the memory, numbers of every update u in it, layout after layout, step after step).
+
+    validated: the caller has validated `program` against `primitive_set` (the
+    kernels assume a valid program; a worker's job decodes it with from_dict,
+    which validates).
+    """
+    if not validated:
+        validate(program, primitive_set)
     if memo is None:
         memo = probe_memo(primitive_set, options, steps, batch, drift)
     if memo.size > memo.capacity:

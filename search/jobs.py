@@ -84,9 +84,9 @@ def build_runner(settings: dict[str, Any]):
     def run(job: Job) -> Any:
         if job.kind == "baseline":
             return evaluator.baseline(job.payload["task"])
-        program = from_dict(job.payload["program"], primitive_set)
+        program = from_dict(job.payload["program"], primitive_set)  # validates
         if job.kind == "fingerprint":
-            return fingerprint(program, primitive_set=primitive_set)
+            return fingerprint(program, primitive_set=primitive_set, validated=True)
         if job.kind == "candidate":
             return evaluator.evaluate(program).to_dict()
         if job.kind == "held_out":

@@ -195,3 +195,15 @@ def test_fingerprint_rounds_to_twenty_significant_bits():
     assert fingerprint_of_values(np.array([1e-12, 1.0])) == fingerprint_of_values(np.array([0.0, 1.0]))
     assert fingerprint_of_values(np.array([np.nan, np.inf])) != fingerprint_of_values(np.array([np.inf, np.nan]))
 
+
+
+def test_the_probe_validates_unless_told_the_program_is_valid():
+    """Kernels assume a valid program: an unvalidated one is checked first and refused with the reason."""
+    from primitives.program import Program, ProgramError, Statement
+    undefined = Program(state=(), constants=(), body=(Statement("u", "add", ("g", "m"), ()),))
+    with pytest.raises(ProgramError, match="'m'"):
+        fingerprint(undefined)
+    with pytest.raises(ProgramError, match="'m'"):
+        probe_updates(undefined)
+    program = KNOWN_PROGRAMS["adamw"]
+    assert fingerprint(program, validated=True) == fingerprint(program)

@@ -203,3 +203,21 @@ def test_mechanics_evolution_finds_lion_from_adamw(tmp_path, monkeypatch):
     assert result.best.score >= -0.05
     assert any(s.op == "sign" for s in result.best.program.body)
     assert result.best.state_buffers >= 1  # it found momentum, not a stateless approximation
+
+
+def test_a_workers_fingerprint_job_decodes_validates_and_fingerprints_once():
+    """The job decodes (and so validates) the program, then fingerprints it without validating again."""
+    from primitives.fingerprint import fingerprint
+    from primitives.known import KNOWN_PROGRAMS
+    from primitives.program import ProgramError
+    from primitives.serialize import to_dict
+    from search.jobs import build_runner
+    from search.workers import Job
+
+    runner = build_runner({"config": behaviour_config().to_dict()})
+    program = KNOWN_PROGRAMS["lion"]
+    assert runner(Job(1, "fingerprint", {"program": to_dict(program)})) == fingerprint(program)
+    broken = to_dict(program)
+    broken["body"][0]["op"] = "no_such_op"
+    with pytest.raises(ProgramError, match="no_such_op"):
+        runner(Job(2, "fingerprint", {"program": broken}))
