@@ -187,9 +187,9 @@ def _check_structure(program: Program) -> None:
             raise MalformedProgramError("a constant is declared twice")
         _remember(constants)
     check_name(program.output, "output")
-    for stmt in body:
+    for index, stmt in enumerate(body):
         if well_formed.get(id(stmt)) is not stmt:
-            _check_statement(body.index(stmt), stmt)
+            _check_statement(index, stmt)
             _remember(stmt)
 
 
@@ -300,7 +300,7 @@ def _infer_kinds(program: Program, primitive_set: PrimitiveSet) -> tuple[Kind, .
     kinds = []
     for stmt in body:
         if well_formed.get(id(stmt)) is not stmt:  # new: a mutated or inserted statement
-            if not _passes(lambda: _check_statement(body.index(stmt), stmt)):
+            if not _passes(lambda: _check_statement(len(kinds), stmt)):  # len(kinds): this statement's index
                 return None
             _remember(stmt)
         prim = by_name.get(stmt.op)

@@ -28,6 +28,7 @@ import json
 import math
 import re
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from primitives.kinds import Kind
@@ -62,6 +63,8 @@ def to_json(program: Program, indent: int | None = 2) -> str:
 
 def _expect(value: Any, types: type | tuple[type, ...], where: str) -> Any:
     """value if it has one of `types` (a bool is not taken for a number); else a clear error."""
+    if type(value) is types:  # the common case, decided at a fraction of the checks' cost
+        return value
     types = types if isinstance(types, tuple) else (types,)
     if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
         names = " or ".join(t.__name__ for t in types)
@@ -69,8 +72,13 @@ def _expect(value: Any, types: type | tuple[type, ...], where: str) -> Any:
     return value
 
 
-def _strings(value: Any, where: str) -> tuple[str, ...]:
-    return tuple(_expect(v, str, f"{where}[{i}]") for i, v in enumerate(_expect(value, list, where)))
+def _strings(value: Any, where: Callable[[], str]) -> tuple[str, ...]:
+    """A list of strings as a tuple; where() names it in an error (built only then)."""
+    if type(value) is not list or not all(type(v) is str for v in value):
+        items = _expect(value, list, where())
+        for i, v in enumerate(items):
+            _expect(v, str, f"{where()}[{i}]")
+    return tuple(value)
 
 
 def _number(value: Any, where: str) -> float:
@@ -78,6 +86,25 @@ def _number(value: Any, where: str) -> float:
     if not math.isfinite(number):
         raise MalformedProgramError(f"{where} must be finite, got {value!r}")
     return number
+
+
+_STATEMENT_FIELDS = frozenset({"out", "op", "args", "consts"})
+
+
+def _statement(entry: Any, index: int) -> Statement:
+    """body[index] of a program's JSON. A worker decodes a program for every job: the messages of
+    the checks are built only when one fails."""
+    if type(entry) is not dict:
+        _expect(entry, dict, f"body[{index}]")
+    if not entry.keys() <= _STATEMENT_FIELDS:
+        extra = ", ".join(sorted(set(entry) - _STATEMENT_FIELDS))
+        raise MalformedProgramError(f"body[{index}]: unknown field(s) {extra}")
+    out, op = entry.get("out"), entry.get("op")
+    if type(out) is not str or type(op) is not str:
+        _expect(out, str, f"body[{index}].out")
+        _expect(op, str, f"body[{index}].op")
+    return Statement(out, op, _strings(entry.get("args"), lambda: f"body[{index}].args"),
+                     _strings(entry.get("consts", []), lambda: f"body[{index}].consts"))
 
 
 def from_dict(data: Any, primitive_set: PrimitiveSet = ALL) -> Program:
@@ -116,17 +143,7 @@ def from_dict(data: Any, primitive_set: PrimitiveSet = ALL) -> Program:
     )
     body = []
     for i, entry in enumerate(_expect(data["body"], list, "body")):
-        where = f"body[{i}]"
-        _expect(entry, dict, where)
-        extra = set(entry) - {"out", "op", "args", "consts"}
-        if extra:
-            raise MalformedProgramError(f"{where}: unknown field(s) {', '.join(sorted(extra))}")
-        body.append(Statement(
-            _expect(entry.get("out"), str, f"{where}.out"),
-            _expect(entry.get("op"), str, f"{where}.op"),
-            _strings(entry.get("args"), f"{where}.args"),
-            _strings(entry.get("consts", []), f"{where}.consts"),
-        ))
+        body.append(_statement(entry, i))
     program = Program(
         tuple(state), constants, tuple(body),
         _expect(data["output"], str, "output"), _expect(data.get("name", ""), str, "name"),
