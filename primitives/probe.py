@@ -13,12 +13,14 @@ overhead) and numbers every value it computes (hash-consing):
                              same value give it one number
 
 A statement whose arguments are in its operation's table is looked up
-instead of run, and kernels are
-functions of their arguments' bits, so a run with the memory gives bit for
-bit the values of a run without it (tests/test_probe.py). On the benchmark's
-search stream 62% of the statements are found in the full primitive space
-(BENCHMARKS.md). The updates agree with the torch interpreter's
-(`interpreter.trajectory`) to round-off.
+instead of run, and kernels are functions of their arguments' bits, so a run
+with the memory gives bit for bit the values of a run without it
+(tests/test_probe.py). On the benchmark's search stream 62% of the
+statements are found in the full primitive space (BENCHMARKS.md). The
+updates agree with the torch interpreter's (`interpreter.trajectory`) to
+round-off. Statements are compiled once to instructions and kept, keyed by
+their value (a worker's programs are decoded from JSON: no object is shared
+with a parent).
 
 The memory is per process and per probe (primitive set, execution options,
 steps, batch, drift); it starts over when it holds MEMO_BYTES.

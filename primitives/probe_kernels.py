@@ -35,12 +35,22 @@ from primitives.polar import SVD_RANK_TOL
 MATRIX_AXES = (-2, -1)
 
 
-@functools.lru_cache(maxsize=None)
 def _float(value: float) -> np.ndarray:
-    """value as a 0-d float64 array (see the module's docstring); one array per value, read-only."""
+    """value as a read-only 0-d float64 array (see the module's docstring)."""
     array = np.array(float(value), dtype=np.float64)
     array.flags.writeable = False
     return array
+
+
+@functools.lru_cache(maxsize=64)
+def _count(n: int) -> np.ndarray:
+    """A count read from a shape (a mean's divisor), as _float: one array per count, made once."""
+    return _float(n)
+
+
+@functools.lru_cache(maxsize=16)
+def _aspect_factor(m: int, n: int) -> np.ndarray:
+    return _float(normalisers.aspect_factor(m, n))
 
 
 ZERO, HALF, ONE = _float(0.0), _float(0.5), _float(1.0)
@@ -197,6 +207,7 @@ ELEMENTWISE = {
 
 
 # --- element statistics over the core dims (normalisers.py) ------------------
+NORMALIZE_EPS = _float(normalisers.NORMALIZE_EPS)
 
 
 def _statistics(core_ndim: int) -> dict:
@@ -205,7 +216,7 @@ def _statistics(core_ndim: int) -> dict:
     axes = MATRIX_AXES if core_ndim == 2 else -1
 
     def count(x):
-        return _float(x.shape[-1] * x.shape[-2] if core_ndim == 2 else x.shape[-1])
+        return _count(x.shape[-1] * x.shape[-2] if core_ndim == 2 else x.shape[-1])
 
     def rms(x):
         return np.sqrt(np.add.reduce(x * x, axis=axes, keepdims=True) / count(x))
@@ -228,9 +239,6 @@ def _statistics(core_ndim: int) -> dict:
         return lambda u, w: u * np.maximum(np.sqrt(np.add.reduce(w * w, axis=axes, keepdims=True) / count(w)), eps)
 
     return {fn.__name__: fn for fn in (rms, frobenius, inner, normalize, rms_clip, scale_by_param_rms)}
-
-
-NORMALIZE_EPS = _float(normalisers.NORMALIZE_EPS)
 
 
 # --- matrix primitives (normalisers.py, polar.py, kronecker.py, factored.py) --
@@ -326,20 +334,20 @@ MATRIX_PARTS = {
 
 def factored_second_moment(eps):
     eps = _float(eps)
-    return lambda R, C: (R @ C) / np.maximum(np.add.reduce(R, axis=-2, keepdims=True) / _float(R.shape[-2]), eps)
+    return lambda R, C: (R @ C) / np.maximum(np.add.reduce(R, axis=-2, keepdims=True) / _count(R.shape[-2]), eps)
 
 
 MATRIX = {
     "spectral_norm": spectral_norm,
     "nuclear_norm": nuclear_norm,
-    "aspect_scale": lambda x: x * _float(normalisers.aspect_factor(x.shape[-2], x.shape[-1])),
+    "aspect_scale": lambda x: x * _aspect_factor(x.shape[-2], x.shape[-1]),
     "polar": polar,
     "nuclear_scaled_polar": nuclear_scaled_polar,
     "gram_left": lambda x: x @ x.swapaxes(-1, -2),
     "gram_right": lambda x: x.swapaxes(-1, -2) @ x,
     "kron_precondition": kron_precondition,
-    "row_mean_sq": lambda x: np.add.reduce(x * x, axis=-1, keepdims=True) / _float(x.shape[-1]),
-    "col_mean_sq": lambda x: np.add.reduce(x * x, axis=-2, keepdims=True) / _float(x.shape[-2]),
+    "row_mean_sq": lambda x: np.add.reduce(x * x, axis=-1, keepdims=True) / _count(x.shape[-1]),
+    "col_mean_sq": lambda x: np.add.reduce(x * x, axis=-2, keepdims=True) / _count(x.shape[-2]),
     "factored_second_moment": factored_second_moment,
 }
 
@@ -386,7 +394,7 @@ VECTOR = {
     "gram_left": lambda x: x * x,
     "gram_right": lambda x: x * x,
     "kron_precondition": _diagonal_kron_precondition,
-    "row_mean_sq": lambda x: np.add.reduce(x * x, axis=-1, keepdims=True) / _float(x.shape[-1]),
+    "row_mean_sq": lambda x: np.add.reduce(x * x, axis=-1, keepdims=True) / _count(x.shape[-1]),
     "col_mean_sq": lambda x: x * x,
     "factored_second_moment": _diagonal_factored_second_moment,
 }
