@@ -88,6 +88,9 @@ def main() -> None:
     # parent's (nothing may ride on object identity). Decoding is the job's cost, not the fingerprint's.
     sample = [from_dict(to_dict(program), primitive_set) for program in children[: args.fingerprints]]
 
+    def fresh() -> ProbeMemo:
+        return ProbeMemo(primitive_set, PROBE_OPTIONS, PROBE_STEPS, PROBE_BATCH, 0.0)
+
     def fingerprint_pass(workers: int | None) -> tuple[float, float]:
         """(seconds for the sample, share of statements found), every program new to the memories.
 
@@ -95,8 +98,6 @@ def main() -> None:
         workers each keep one; a child's parent was often fingerprinted by
         another), or None: a fresh memory for every program.
         """
-        def fresh():
-            return ProbeMemo(primitive_set, PROBE_OPTIONS, PROBE_STEPS, PROBE_BATCH, 0.0)
         memories = [fresh() for _ in range(workers or 1)]
         start = time.perf_counter()
         for k, program in enumerate(sample):
@@ -110,23 +111,23 @@ def main() -> None:
     def job_pass() -> float:
         """Seconds for the sample as one worker's fingerprint jobs: decode (which validates), fingerprint."""
         payloads = [to_dict(program) for program in sample]
-        memo = ProbeMemo(primitive_set, PROBE_OPTIONS, PROBE_STEPS, PROBE_BATCH, 0.0)
+        memo = fresh()
         start = time.perf_counter()
         for payload in payloads:
             fingerprint(from_dict(payload, primitive_set), primitive_set=primitive_set, memo=memo, validated=True)
         return time.perf_counter() - start
 
-    rows = []
-    for label, workers in (("memory kept across the stream, as one worker keeps it", 1),
-                           ("the stream dealt to 2 workers' memories in turn", 2),
-                           ("fresh memory for each program", None)):
+    def memory_row(label: str, workers: int | None) -> tuple[str, list[float]]:
         results = [fingerprint_pass(workers) for _ in range(args.repeats)]
-        seconds = [s for s, _ in results]
         if workers:
             label += f" ({100 * results[-1][1]:.0f}% of statements found)"
-        rows.append((label, seconds))
-    rows.insert(1, ("one worker's jobs, decoding included (from_dict validates; the fingerprint does not "
-                    "again)", [job_pass() for _ in range(args.repeats)]))
+        return label, [seconds for seconds, _ in results]
+
+    rows = [memory_row("memory kept across the stream, as one worker keeps it", 1),
+            ("one worker's jobs, decoding included (from_dict validates; the fingerprint does not again)",
+             [job_pass() for _ in range(args.repeats)]),
+            memory_row("the stream dealt to 2 workers' memories in turn", 2),
+            memory_row("fresh memory for each program", None)]
 
     print(f"space {args.space}: {len(children)} children, {np.mean(sizes):.1f} statements on average "
           f"(max {max(sizes)}), {attempts / len(children):.2f} mutations tried per child; torch "
