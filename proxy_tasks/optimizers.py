@@ -40,6 +40,13 @@ class UnknownOptimizerError(ValueError):
     pass
 
 
+# Every score is measured against this: torch's own AdamW at its defaults. It is
+# built here, never looked up by name, so nothing registered or exported under
+# the name "AdamW" can stand in for it.
+BASELINE = "AdamW"
+BASELINE_CLASS = torch.optim.AdamW
+
+
 @dataclasses.dataclass(frozen=True)
 class OptimizerSpec:
     name: str
@@ -111,6 +118,21 @@ def known_names() -> list[str]:
     return sorted(set(REGISTRY) | set(torch_names) | set(ALIASES))
 
 
+def baseline_spec() -> OptimizerSpec:
+    """torch.optim.AdamW with its defaults: the baseline of every score."""
+    return OptimizerSpec(BASELINE, BASELINE_CLASS, (), batchable=True)
+
+
+def baseline_identity() -> str:
+    """What the baseline cache records about the class it tuned."""
+    return f"{BASELINE_CLASS.__module__}.{BASELINE_CLASS.__qualname__}"
+
+
+def shadowed_names() -> set[str]:
+    """Names an exported optimizer may not take: torch.optim's classes and the aliases bench resolves."""
+    return {n for n, c in vars(torch.optim).items() if isinstance(c, type) and issubclass(c, Optimizer)} | set(ALIASES)
+
+
 def parse_optimizer(text: str) -> OptimizerSpec:
     """An OptimizerSpec from a command-line name (see the module docstring)."""
     from discovered import REGISTRY
@@ -132,7 +154,9 @@ def parse_optimizer(text: str) -> OptimizerSpec:
     if name in ALIASES:
         name, alias_kwargs = ALIASES[name]
         kwargs = {**alias_kwargs, **kwargs}
-    if name in REGISTRY:
+    if name == BASELINE and not kwargs:
+        return baseline_spec()
+    if name in REGISTRY and not (REGISTRY[name].source == "exported" and name in shadowed_names()):
         info = REGISTRY[name]
         cls = info.cls.func if isinstance(info.cls, functools.partial) else info.cls
         routes = isinstance(cls, type) and issubclass(cls, MatrixOptimizer)

@@ -21,12 +21,11 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from proxy_tasks.optimizers import OptimizerSpec, parse_optimizer
+from proxy_tasks.optimizers import BASELINE, OptimizerSpec, baseline_identity, baseline_spec
 from proxy_tasks.task import RunResult, Task
 from proxy_tasks.tuning import TuneResult, TuningProtocol, tune
 
 SCORE_CLIP = 3.0
-BASELINE = "AdamW"
 # The aux AdamW lr used while tuning the baseline itself (it has no aux part).
 _UNUSED_AUX_LR = 1e-3
 
@@ -69,7 +68,7 @@ class BaselineCache:
 
     @staticmethod
     def key(task: Task, seeds: tuple[int, ...], device: str, protocol: TuningProtocol) -> str:
-        return f"{task.key}|seeds={list(seeds)}|device={device}|{protocol}|baseline={BASELINE}"
+        return f"{task.key}|seeds={list(seeds)}|device={device}|{protocol}|baseline={baseline_identity()}"
 
     def _load(self) -> None:
         if self.path is not None and self.path.exists():
@@ -109,7 +108,7 @@ class BaselineCache:
         """The cached tuned baseline, computing (and storing) it if needed."""
         result = self.get(task, seeds, device, protocol)
         if result is None:
-            result = tune(task, parse_optimizer(BASELINE), seeds, device, _UNUSED_AUX_LR, protocol)
+            result = tune(task, baseline_spec(), seeds, device, _UNUSED_AUX_LR, protocol)
             self.put(task, seeds, device, protocol, result)
         return result
 

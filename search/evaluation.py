@@ -135,9 +135,9 @@ def median_curve(runs) -> list[float]:
 
 
 def _adamw() -> OptimizerSpec:
-    from proxy_tasks.optimizers import parse_optimizer
+    from proxy_tasks.optimizers import baseline_spec
 
-    return parse_optimizer("AdamW")
+    return baseline_spec()
 
 
 def _mean(tasks: dict[str, dict]) -> float:

@@ -77,7 +77,11 @@ def check_name(name: str, folder: Path, force: bool) -> str:
     if keyword.iskeyword(module) or module.startswith("_") or module in _RESERVED_MODULES:
         raise ExportError(f"invalid name {name!r}: its module name {module!r} is reserved")
     from discovered import REGISTRY
+    from proxy_tasks.optimizers import shadowed_names
 
+    if name in shadowed_names() or name.lower() == "program":
+        raise ExportError(f"invalid name {name!r}: it would shadow torch.optim.{name} or a name "
+                          f"`optsearch bench` resolves; choose another name")
     manifest = _read_manifest(folder)
     if name in REGISTRY and name not in manifest:
         raise ExportError(f"{name!r} is already an optimizer in discovered/; choose another name")
