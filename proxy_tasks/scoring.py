@@ -16,11 +16,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import statistics
-import tempfile
 from pathlib import Path
 
+from primitives.files import atomic_write_text
 from proxy_tasks.optimizers import BASELINE, OptimizerSpec, baseline_identity, baseline_spec
 from proxy_tasks.task import RunResult, Task
 from proxy_tasks.tuning import TuneResult, TuningProtocol, tune
@@ -99,10 +98,7 @@ class BaselineCache:
         self._entries[key] = entry
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".baselines-")
-            with os.fdopen(fd, "w") as handle:
-                json.dump(self._entries, handle)
-            os.replace(tmp, self.path)
+            atomic_write_text(self.path, json.dumps(self._entries), durable=False)
 
     def baseline(self, task: Task, seeds, device="cpu", protocol=TuningProtocol()) -> TuneResult:
         """The cached tuned baseline, computing (and storing) it if needed."""

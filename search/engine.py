@@ -123,7 +123,12 @@ class Search:
             self._evaluator = make_evaluator(config, self.primitive_set)
             self._cache = BaselineCache(baseline_cache_path(config))
         if resume:
-            self._restore()
+            self.store.acquire()
+            try:
+                self._restore()
+            except BaseException:
+                self.store.release()
+                raise
         else:
             self.store.create({**config.to_dict(), "run_id": self.run_id})
 

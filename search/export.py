@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from primitives.analysis import prune, uses_matrix_primitives
+from primitives.files import atomic_write_text
 from primitives.kinds import Layout
 from primitives.library import ALL
 from primitives.primitive import PrimitiveSet
@@ -449,13 +450,13 @@ def export(program: Program, name: str, provenance: dict | None = None, folder: 
         raise ExportError(f"the generated {name} does not reproduce its program ({why}); nothing was written")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{module}.py"
-    _atomic_write(path, source)
+    atomic_write_text(path, source)
     if register:
         manifest = _read_manifest(folder)
         manifest[name] = {"module": module, "lr": lr, "matrix": uses_matrix_primitives(final, primitive_set),
                           "program_hash": provenance.get("program hash", "")}
-        _atomic_write(folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        _atomic_write(folder / REGISTRY_MODULE, registry_source(manifest))
+        atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(folder / REGISTRY_MODULE, registry_source(manifest))
     return Exported(name, path, final, simplified, note)
 
 
@@ -471,11 +472,3 @@ def registry_source(manifest: dict) -> str:
         lines.append(f"    {name!r}: ({name}, {{'lr': {entry['lr']!r}}}, {entry['matrix']!r}),")
     lines.append("}")
     return "\n".join(lines) + "\n"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-

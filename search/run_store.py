@@ -19,12 +19,15 @@ the file and line and changes nothing.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from primitives.files import atomic_write_text
 
 CHECKPOINT_SCHEMA = "optsearch.checkpoint"
 # 2: structural hashes the same in every process, refinement stopping early;
@@ -36,36 +39,51 @@ class RunDirError(ValueError):
     """A run directory, checkpoint or event log that cannot be used as it is."""
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_write_json(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, separators=(",", ":"), allow_nan=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+    atomic_write_text(path, json.dumps(data, separators=(",", ":"), allow_nan=True))
+
+
+LOCK_FILE = "lock"
 
 
 class RunStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._events = None
+        self._lock: int | None = None
+
+    # --- one writer at a time ---------------------------------------------------
+
+    def acquire(self) -> None:
+        """Take the run directory for this process (run and resume), or say who has it.
+
+        An exclusive flock on runs/<id>/lock, held until close(): the kernel
+        drops it when the holder exits, however it exits, so the lock left by a
+        kill -9 is simply free again (the PID written in it is then stale and
+        is replaced). Readers (show, export) take no lock.
+        """
+        path = self.path / LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise RunDirError(f"cannot write to run directory {self.path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                raise RunDirError(f"run {self.path} is in use by PID {holder}; wait for it to finish "
+                                  f"or stop that process first") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock = fd
+
+    def release(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # closing the descriptor drops the flock
+            self._lock = None
 
     @property
     def config_path(self) -> Path:
@@ -89,7 +107,14 @@ class RunStore:
         if self.path.exists() and any(self.path.iterdir()):
             raise RunDirError(f"run directory {self.path} already exists and is not empty; "
                               f"resume it with `optsearch resume {self.path}` or choose another run id")
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunDirError(f"cannot create run directory {self.path}: {exc.strerror}") from None
+        self.acquire()
+        if self.config_path.exists():  # another process created it between the check and the lock
+            self.release()
+            raise RunDirError(f"run directory {self.path} was just created by another process")
         atomic_write_json(self.config_path, config)
         self.events_path.touch()
 
@@ -177,3 +202,4 @@ class RunStore:
         if self._events is not None:
             self._events.close()
             self._events = None
+        self.release()

@@ -37,3 +37,63 @@ def test_the_baseline_is_torch_adamw_even_if_something_registered_that_name(monk
     assert parse_optimizer("AdamW:weight_decay=0").factory is torch.optim.AdamW
     key = BaselineCache.key(get_task("quadratic"), (0,), "cpu", TuningProtocol())
     assert key.endswith("baseline=torch.optim.adamw.AdamW")
+
+
+# ---------------------------------------------------------------------------
+# One process at a time in a run directory.
+
+
+def _behaviour(*overrides):
+    from search import config as config_module
+
+    return config_module.load(None, overrides=[
+        "tracking.enabled=false", "workers.serial=true", "evaluation.kind=behaviour", "evaluation.target=lion",
+        "evolution.warm_start=adamw", "evolution.population=20", "evaluation.meta_every=0", *overrides])
+
+
+def test_a_second_resume_of_a_run_in_use_is_refused_and_a_killed_holders_lock_is_taken_over(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from search.engine import resume, run
+    from search.run_store import RunDirError, RunStore
+
+    run_dir = tmp_path / "run"
+    run(_behaviour("stop.max_evals=10"), run_dir=run_dir)
+    holder = subprocess.Popen(
+        [sys.executable, "-m", "search", "resume", str(run_dir), "--max-evals", "1000000",
+         "--stop.wall_time=120"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(RunStore(run_dir).read_events()) < 40:
+            time.sleep(0.1)
+        assert holder.poll() is None, holder.stderr.read().decode()
+        before = (run_dir / "events.jsonl").read_bytes()
+        with pytest.raises(RunDirError, match=f"in use by PID {holder.pid}"):
+            resume(run_dir, ["stop.max_evals=2000000"])
+        assert (run_dir / "events.jsonl").read_bytes().startswith(before)
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    recorded = [e for e in RunStore(run_dir).read_events() if e["type"] == "candidate"]
+    result = resume(run_dir, [f"stop.max_evals={len(recorded) + 5}"])  # the stale lock is free again
+    assert result.counters.evaluated == len(recorded) + 5
+    assert (run_dir / "lock").read_text().strip() == str(os.getpid())
+
+
+def test_files_a_run_writes_follow_the_umask(tmp_path):
+    import os
+
+    from search.engine import run
+
+    previous = os.umask(0o022)
+    try:
+        run(_behaviour("stop.max_evals=12", "persistence.checkpoint_every=5"), run_dir=tmp_path / "run")
+    finally:
+        os.umask(previous)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    assert {"config.json", "checkpoint.json", "events.jsonl"} <= set(modes)
+    assert set(modes.values()) == {0o644}, modes
