@@ -24,8 +24,9 @@ from __future__ import annotations
 import dataclasses
 import keyword
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
+from primitives.errors import OptsearchError
 from primitives.kinds import Kind, KindError
 from primitives.library import ALL
 from primitives.primitive import PrimitiveSet, UnknownPrimitiveError
@@ -33,13 +34,14 @@ from primitives.primitive import PrimitiveSet, UnknownPrimitiveError
 INPUTS: Mapping[str, Kind] = {"g": Kind.PARAM, "w": Kind.PARAM, "t": Kind.SCALAR}
 STATE_INITS = ("zeros", "eye")  # eye: eps * I, for Gram statistics (ROW, COL)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+_PROGRAM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\Z")
 
 
 # ---------------------------------------------------------------------------
 # Errors: one class per kind of malformation, each with a precise message.
 
 
-class ProgramError(ValueError):
+class ProgramError(OptsearchError):
     """A program is not valid; the message says where and why."""
 
 
@@ -71,18 +73,11 @@ class UnreachableOutputError(ProgramError):
     """The output register is never defined."""
 
 
-_VALID_NAMES: set[str] = set()  # names already checked (the search checks the same few names all day)
-
-
 def check_name(name: object, what: str) -> str:
-    if isinstance(name, str) and name in _VALID_NAMES:
-        return name
     if not isinstance(name, str) or not _NAME.match(name) or keyword.iskeyword(name):
         raise MalformedProgramError(
             f"invalid {what} name {name!r}: names are identifiers of letters, digits and _ (at most 64), not keywords"
         )
-    if len(_VALID_NAMES) < 100_000:
-        _VALID_NAMES.add(name)
     return name
 
 
@@ -167,45 +162,26 @@ def _check_structure(program: Program) -> None:
     body, state, constants = program.body, program.state, program.constants
     if not (isinstance(body, tuple) and isinstance(state, tuple) and isinstance(constants, tuple)):
         raise MalformedProgramError("a program's state, constants and body must be tuples")
-    well_formed = _WELL_FORMED
-    if well_formed.get(id(state)) is not state:
-        names = [getattr(decl, "name", None) for decl in state]
-        if len(set(names)) != len(names):
-            raise MalformedProgramError(f"a state register is declared twice ({', '.join(map(str, names))})")
-        for decl in state:
-            _check_state(decl)
-        _remember(state)
-    if well_formed.get(id(constants)) is not constants:
-        for entry in constants:
-            if not (isinstance(entry, tuple) and len(entry) == 2):
-                raise MalformedProgramError(f"constants are (name, value) pairs, got {entry!r}")
-            name, value = entry
-            check_name(name, "constant")
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise MalformedProgramError(f"constant {name!r} must be a number, got {value!r}")
-        if len({name for name, _ in constants}) != len(constants):
-            raise MalformedProgramError("a constant is declared twice")
-        _remember(constants)
+    if not isinstance(program.name, str) or (program.name and not _PROGRAM_NAME.match(program.name)):
+        raise MalformedProgramError(f"invalid program name {program.name!r}: letters, digits, '_', '.' and '-' "
+                                    f"(at most 64), or empty")
+    names = [getattr(decl, "name", None) for decl in state]
+    if len(set(names)) != len(names):
+        raise MalformedProgramError(f"a state register is declared twice ({', '.join(map(str, names))})")
+    for decl in state:
+        _check_state(decl)
+    for entry in constants:
+        if not (isinstance(entry, tuple) and len(entry) == 2):
+            raise MalformedProgramError(f"constants are (name, value) pairs, got {entry!r}")
+        name, value = entry
+        check_name(name, "constant")
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise MalformedProgramError(f"constant {name!r} must be a number, got {value!r}")
+    if len({name for name, _ in constants}) != len(constants):
+        raise MalformedProgramError("a constant is declared twice")
     check_name(program.output, "output")
     for index, stmt in enumerate(body):
-        if well_formed.get(id(stmt)) is not stmt:
-            _check_statement(index, stmt)
-            _remember(stmt)
-
-
-# Parts already checked. The search checks the same few thousand statement,
-# state and constant objects all day (a child shares its parent's), so they
-# are remembered by identity, which costs far less than hashing a Statement.
-# The object is kept as the value: an id cannot be reused while its entry
-# exists (the test is `_WELL_FORMED.get(id(part)) is part`). Bounded so that
-# it cannot grow without limit.
-_WELL_FORMED: dict[int, object] = {}
-_WELL_FORMED_LIMIT = 100_000
-
-
-def _remember(part: object) -> None:
-    if len(_WELL_FORMED) < _WELL_FORMED_LIMIT:
-        _WELL_FORMED[id(part)] = part
+        _check_statement(index, stmt)
 
 
 def _check_state(decl: StateDecl) -> None:
@@ -242,95 +218,16 @@ def validate(program: Program, primitive_set: PrimitiveSet = ALL) -> tuple[Kind,
 
     Returns what abstract execution learned: the kind of each statement's result.
     """
-    kinds = _infer_kinds(program, primitive_set)
-    if kinds is None:  # malformed or invalid: find out where, and say why
-        _check_structure(program)
-        return _explain(program, primitive_set)
-    return kinds
-
-
-def _passes(check: Callable[[], None]) -> bool:
-    """Whether a structure check passes, its message unused (the fast pass's way to learn new parts)."""
-    try:
-        check()
-    except ProgramError:
-        return False
-    return True
+    _check_structure(program)
+    return _abstract_execution(program, primitive_set)
 
 
 def lookup(table: Mapping[str, object], keys: tuple[str, ...]) -> tuple:
-    """tuple(table[k] for k in keys); KeyError for a missing key.
-
-    Unrolled for the one or two keys of almost every statement: the
-    symbolic layer calls it for each statement of each program it sees, and
-    in Python 3.11 a comprehension costs a function call of its own.
-    """
-    if len(keys) == 1:
-        return (table[keys[0]],)
-    if len(keys) == 2:
-        return (table[keys[0]], table[keys[1]])
-    return tuple([table[key] for key in keys])
+    """tuple(table[k] for k in keys); KeyError for a missing key."""
+    return tuple(table[key] for key in keys)
 
 
-def _infer_kinds(program: Program, primitive_set: PrimitiveSet) -> tuple[Kind, ...] | None:
-    """The statement kinds of a valid program, or None: the search's hot path, so no messages here.
-
-    Every check of `_explain` is made, in a form that is cheap when it passes:
-    no dictionary that a program does not need (most have no state and one
-    constant or none), result kinds from the primitives' tables, constant
-    ranges as closed float intervals. The structure checks of parts already
-    remembered as well formed are skipped (a child shares its parent's); a
-    part not seen before is checked here, once, and remembered.
-    """
-    state, constants, body = program.state, program.constants, program.body
-    well_formed = _WELL_FORMED
-    if (type(body) is not tuple or well_formed.get(id(state)) is not state
-            or well_formed.get(id(constants)) is not constants
-            or type(program.output) is not str or program.output not in _VALID_NAMES):
-        if not _passes(lambda: _check_structure(program)):
-            return None
-    env: dict[str, Kind] = dict(INPUTS)
-    state_kinds: dict[str, Kind] | None = None
-    if state:
-        state_kinds = {}
-        for decl in state:
-            env[decl.name] = state_kinds[decl.name] = decl.kind
-    by_name = primitive_set.primitives_by_name
-    constant_values = None
-    kinds = []
-    for stmt in body:
-        if well_formed.get(id(stmt)) is not stmt:  # new: a mutated or inserted statement
-            if not _passes(lambda: _check_statement(len(kinds), stmt)):  # len(kinds): this statement's index
-                return None
-            _remember(stmt)
-        prim = by_name.get(stmt.op)
-        if prim is None:
-            return None
-        try:
-            args = stmt.args  # argument kinds unrolled for one or two: the hottest line of the symbolic layer
-            arg_kinds = (env[args[0]],) if len(args) == 1 else (env[args[0]], env[args[1]]) if len(args) == 2 \
-                else lookup(env, args)
-            kind = prim.result_kinds.get(arg_kinds)  # None for a wrong arity too
-            if stmt.consts or prim.consts:
-                if len(stmt.consts) != len(prim.consts):
-                    return None
-                if constant_values is None:
-                    constant_values = dict(constants)
-                for (lowest, highest), name in zip(prim.const_bounds, stmt.consts):
-                    if not lowest <= constant_values[name] <= highest:
-                        return None
-        except KeyError:  # an undefined register or constant
-            return None
-        if kind is None or (state_kinds and stmt.out in state_kinds and kind is not state_kinds[stmt.out]):
-            return None
-        env[stmt.out] = kind
-        kinds.append(kind)
-    if env.get(program.output) is not Kind.PARAM:
-        return None
-    return tuple(kinds)
-
-
-def _explain(program: Program, primitive_set: PrimitiveSet) -> tuple[Kind, ...]:
+def _abstract_execution(program: Program, primitive_set: PrimitiveSet) -> tuple[Kind, ...]:
     """Abstract execution, statement by statement, raising at the first problem with its reason."""
     constants = program.constant_values
     state_kinds = {d.name: d.kind for d in program.state}

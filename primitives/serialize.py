@@ -82,7 +82,10 @@ def _strings(value: Any, where: Callable[[], str]) -> tuple[str, ...]:
 
 
 def _number(value: Any, where: str) -> float:
-    number = float(_expect(value, (int, float), where))
+    try:
+        number = float(_expect(value, (int, float), where))
+    except OverflowError:  # an integer too large for a float: 10**400
+        raise MalformedProgramError(f"{where} must be finite, got an integer of {len(str(value))} digits") from None
     if not math.isfinite(number):
         raise MalformedProgramError(f"{where} must be finite, got {value!r}")
     return number
@@ -157,6 +160,8 @@ def from_json(text: str, primitive_set: PrimitiveSet = ALL) -> Program:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise MalformedProgramError(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedProgramError("not a program: JSON nested too deeply") from None
     return from_dict(data, primitive_set)
 
 

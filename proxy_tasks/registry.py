@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 
+from primitives.errors import OptsearchError
 from proxy_tasks.char_lm import CharTransformer
 from proxy_tasks.classification import DigitsAutoencoder, DigitsCNN, DigitsMLP, LogisticRegression
 from proxy_tasks.matrix_problems import MatrixCompletion, MatrixLogistic, MatrixRegression
@@ -35,7 +36,7 @@ TRAINING = tuple(t.name for t in _ALL if not t.held_out)
 HELD_OUT = tuple(t.name for t in _ALL if t.held_out)
 
 
-class UnknownTaskError(ValueError):
+class UnknownTaskError(OptsearchError):
     pass
 
 

@@ -16,11 +16,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 from primitives.files import atomic_write_text
-from proxy_tasks.optimizers import BASELINE, OptimizerSpec, baseline_identity, baseline_spec
+from primitives.program import Program
+from proxy_tasks.optimizers import BASELINE, BASELINE_CLASS, OptimizerSpec, baseline_identity, baseline_spec
 from proxy_tasks.task import RunResult, Task
 from proxy_tasks.tuning import TuneResult, TuningProtocol, tune
 
@@ -44,13 +47,34 @@ class TaskScore:
     score: float  # median over seeds
     seed_scores: tuple[float, ...]
     lr: float
-    runs: tuple[RunResult, ...]
+    runs: tuple[RunResult, ...]  # the scored runs, one per seed
+    diverged_everywhere: bool = False  # every run at every learning rate tried diverged
+
+    @property
+    def train_loss(self) -> float:
+        return statistics.median(r.train_loss for r in self.runs)
+
+    @property
+    def eval_loss(self) -> float:
+        return statistics.median(r.eval_loss for r in self.runs)
+
+    @property
+    def curve(self) -> list[float]:
+        """The seeds' loss curves, median at each point (inf where a run had stopped)."""
+        return [statistics.median(points) for points in zip(*(r.curve for r in self.runs))]
+
+    def to_dict(self) -> dict:
+        """What a search records per task (events.jsonl)."""
+        return {"score": self.score, "seed_scores": list(self.seed_scores), "lr": self.lr,
+                "train_loss": self.train_loss, "eval_loss": self.eval_loss, "curve": self.curve}
 
 
-def score_task(task: Task, candidate: tuple[RunResult, ...], baseline: tuple[RunResult, ...], lr: float) -> TaskScore:
+def score_task(task: Task, candidate: tuple[RunResult, ...], baseline: tuple[RunResult, ...], lr: float,
+               diverged_everywhere: bool = False) -> TaskScore:
+    """Per seed, the candidate's run against the baseline's run of the same seed."""
     by_seed = {r.seed: r.metric(task.metric) for r in baseline}
     seed_scores = tuple(seed_score(by_seed[r.seed], r.metric(task.metric)) for r in candidate)
-    return TaskScore(task.name, statistics.median(seed_scores), seed_scores, lr, candidate)
+    return TaskScore(task.name, statistics.median(seed_scores), seed_scores, lr, candidate, diverged_everywhere)
 
 
 def suite_score(scores: list[TaskScore]) -> float:
@@ -109,16 +133,52 @@ class BaselineCache:
         return result
 
 
-def evaluate(
+def tune_and_score(
     task: Task,
     spec: OptimizerSpec,
     seeds: tuple[int, ...],
     baselines: BaselineCache,
     device: str = "cpu",
     protocol: TuningProtocol = TuningProtocol(),
+    run_device: str | None = None,
+    compute_baseline: bool = True,
 ) -> TaskScore:
-    """Tune `spec` on `task` and score it against the tuned baseline."""
-    baseline = baselines.baseline(task, seeds, device, protocol)
-    # Non-matrix parameters of Muon-style optimizers use the tuned AdamW lr.
-    result = tune(task, spec, seeds, device, baseline.best_lr, protocol)
-    return score_task(task, result.best, baseline.best, result.best_lr)
+    """Tune `spec` on `task` with the baseline's budget and score it against the tuned baseline.
+
+    The one way everything (bench, ablation, the search's evaluator) scores an
+    optimizer. Baselines are keyed by `device` ("cuda") and runs go to
+    `run_device` ("cuda:1" for a second GPU worker). A search's workers pass
+    compute_baseline=False: the coordinator computes baselines first, and a
+    missing one is an error rather than a race on the cache file.
+    """
+    if compute_baseline:
+        baseline = baselines.baseline(task, seeds, device, protocol)
+    else:
+        baseline = baselines.get(task, seeds, device, protocol)
+        if baseline is None:
+            raise RuntimeError(f"no AdamW baseline for task {task.name}: the coordinator computes them first")
+    if spec.factory is BASELINE_CLASS and not spec.kwargs:
+        result = baseline  # AdamW against itself: its own tuning, not a second draw
+    else:
+        # Non-matrix parameters of Muon-style optimizers use the tuned AdamW lr.
+        result = tune(task, spec, seeds, run_device or device, baseline.best_lr, protocol)
+    everywhere = all(r.diverged_step is not None for runs in result.runs.values() for r in runs)
+    return score_task(task, result.best, baseline.best, result.best_lr, everywhere)
+
+
+def default_cache_path() -> Path:
+    """~/.cache/optsearch/baselines.json (or under $OPTSEARCH_CACHE, or $XDG_CACHE_HOME)."""
+    root = os.environ.get("OPTSEARCH_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "optsearch")
+    return Path(root) / "baselines.json"
+
+
+def program_scorer(tasks: list[Task], seeds: tuple[int, ...], primitive_set, baselines: BaselineCache,
+                   device: str = "cpu", protocol: TuningProtocol = TuningProtocol()) -> Callable[[Program], float]:
+    """program -> its mean score on `tasks` against the cached tuned baseline (ablation's judge)."""
+
+    def score(program: Program) -> float:
+        spec = OptimizerSpec.for_program(program, primitive_set=primitive_set)
+        return suite_score([tune_and_score(task, spec, seeds, baselines, device, protocol) for task in tasks])
+
+    return score

@@ -16,6 +16,12 @@ and declares its number of steps, batch size, the metric its score uses
 over the last 10% of steps; "eval": generalisation, the held-out loss), a
 cost tier, whether it is held out from selection, and a version that changes
 whenever the task changes (baselines are cached under it).
+
+A streaming task (`streaming = True`) never repeats an example within a run:
+its data hold a pool of at least steps x batch_size examples (synthetic, or
+non-overlapping windows of a text) and every step draws examples the run has
+not seen (proxy_tasks.runner.minibatch_indices), so its training loss is a
+held-out loss and memorising cannot score.
 """
 
 from __future__ import annotations
@@ -71,6 +77,8 @@ class Task:
     metric: ClassVar[str] = "train"
     description: ClassVar[str] = ""
     minibatch_keys: ClassVar[tuple[str, ...]] = ()  # data entries sampled along dim 0 per step
+    # Every step draws examples never seen before in the run (no repetition).
+    streaming: ClassVar[bool] = False
     # Parameters that Muon-style optimizers should hand to AdamW, as users do.
     adamw_params: ClassVar[tuple[str, ...]] = ()
     # Train seeds side by side under vmap (False where that measured slower than
@@ -112,3 +120,10 @@ class Task:
 def generator(seed: int, salt: int = 0) -> torch.Generator:
     """A CPU generator for one seed (salt separates independent streams)."""
     return torch.Generator().manual_seed(1_000_003 * seed + salt)
+
+
+def shortened(task: Task, fraction: float) -> Task:
+    """`task` with `fraction` of its steps (at least 4): smoke runs, on the same code path."""
+    if fraction >= 1.0:
+        return task
+    return dataclasses.replace(task, steps=max(4, round(task.steps * fraction)))

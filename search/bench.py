@@ -15,7 +15,6 @@ import csv
 import dataclasses
 import json
 import math
-import os
 import statistics
 import sys
 import time
@@ -23,16 +22,10 @@ from pathlib import Path
 
 from proxy_tasks.optimizers import OptimizerSpec, parse_optimizer
 from proxy_tasks.registry import select_tasks
-from proxy_tasks.scoring import BASELINE, BaselineCache, TaskScore, score_task, suite_score
+from proxy_tasks.scoring import BASELINE, BaselineCache, TaskScore, default_cache_path, tune_and_score
 from proxy_tasks.task import Task
-from proxy_tasks.tuning import TuningProtocol, tune
+from proxy_tasks.tuning import TuningProtocol
 from search.plots import curve_grid
-
-
-def default_cache_path() -> Path:
-    root = os.environ.get("OPTSEARCH_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "optsearch")
-    return Path(root) / "baselines.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,15 +85,11 @@ def bench(
     meter = Progress(len(task_list) * (len(specs) + 1), progress)
     rows = []
     for task in task_list:
-        base = baselines.baseline(task, seed_tuple, device, protocol)
+        baselines.baseline(task, seed_tuple, device, protocol)
         meter.update(f"{task.name}: {BASELINE} baseline")
         for spec in specs:
             start = time.perf_counter()
-            if spec.name == BASELINE:
-                result = base
-            else:
-                result = tune(task, spec, seed_tuple, device, base.best_lr, protocol)
-            scored = score_task(task, result.best, base.best, result.best_lr)
+            scored = tune_and_score(task, spec, seed_tuple, baselines, device, protocol)
             rows.append(_row(task, spec, scored, time.perf_counter() - start))
             meter.update(f"{task.name}: {spec.name}")
     meter.close()
@@ -110,8 +99,7 @@ def bench(
 def _row(task: Task, spec: OptimizerSpec, scored: TaskScore, seconds: float) -> BenchRow:
     return BenchRow(
         task=task.name, optimizer=spec.name, score=scored.score, seed_scores=scored.seed_scores, lr=scored.lr,
-        train_loss=statistics.median([r.train_loss for r in scored.runs]),
-        eval_loss=statistics.median([r.eval_loss for r in scored.runs]),
+        train_loss=scored.train_loss, eval_loss=scored.eval_loss,
         seconds=seconds, curves=tuple(r.curve for r in scored.runs),
         seed_train=tuple(r.train_loss for r in scored.runs), seed_eval=tuple(r.eval_loss for r in scored.runs),
     )

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from primitives.errors import OptsearchError
 
 
 def _list_primitives(args: argparse.Namespace) -> int:
@@ -29,15 +32,56 @@ def _list_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from pathlib import Path
+class CommandError(OptsearchError):
+    """A command-line argument that cannot be used."""
 
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _device(text: str) -> str:
+    """A device this machine has: cpu, cuda or cuda:N (checked before anything trains)."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise CommandError(f"unknown device {text!r}: use cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise CommandError(f"device {text!r} is not supported: use cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CommandError(f"device {text!r}: CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise CommandError(f"device {text!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return text
+
+
+def _output_folder(path: str, force: bool) -> Path:
+    """A folder to write results into: never a file, and not one that holds files unless --force."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise CommandError(f"--out {folder} is a file, not a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not force:
+        raise CommandError(f"--out {folder} is not empty; pass --force to overwrite what is there")
+    return folder
+
+
+def _bench(args: argparse.Namespace) -> int:
     from search import bench
 
-    rows = bench.bench(args.optimizers, args.tasks, args.seeds, args.device,
+    out = _output_folder(args.out, args.force)
+    rows = bench.bench(args.optimizers, args.tasks, args.seeds, _device(args.device),
                        Path(args.baseline_cache) if args.baseline_cache else None)
     print(bench.format_table(rows))
-    for path in bench.write_outputs(rows, Path(args.out)):
+    for path in bench.write_outputs(rows, out):
         print(f"wrote {path}")
     return 0
 
@@ -105,7 +149,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
 def _simplify(args: argparse.Namespace) -> int:
     from primitives.serialize import load
     from search.jobs import resolve_primitive_set
-    from search.simplify import simplify
+    from primitives.simplify import simplify
 
     primitive_set = resolve_primitive_set(args.primitive_set)
     program = load(args.program, primitive_set)
@@ -113,10 +157,9 @@ def _simplify(args: argparse.Namespace) -> int:
     print("raw:\n" + result.raw.text())
     print("\npruned (loop-aware dead code removed):\n" + result.pruned.text())
     if args.ablate:
-        from search.ablation import ablate, proxy_task_scorer
+        from primitives.ablation import ablate
 
-        scorer = proxy_task_scorer(args.ablate_tasks, args.ablate_seeds, primitive_set)
-        ablation = ablate(result.pruned, scorer, primitive_set, args.tolerance)
+        ablation = ablate(result.pruned, _ablation_scorer(args, primitive_set), primitive_set, args.tolerance)
         print(f"\nablated ({ablation.evaluations} evaluations on {args.ablate_tasks}; score "
               f"{ablation.original_score:+.3f} -> {ablation.score:+.3f}; removed {len(ablation.removed)}):")
         print("\n".join(f"  - {text}" for text in ablation.removed) or "  (nothing could go)")
@@ -128,9 +171,17 @@ def _simplify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def _ablation_scorer(args: argparse.Namespace, primitive_set):
+    """Ablation's judge: the program's mean score on --ablate-tasks, against the cached tuned AdamW."""
+    from proxy_tasks.registry import select_tasks
+    from proxy_tasks.scoring import BaselineCache, default_cache_path, program_scorer
 
+    seeds = tuple(range(args.ablate_seeds))
+    cache = BaselineCache(args.baseline_cache or default_cache_path())
+    return program_scorer(select_tasks(args.ablate_tasks), seeds, primitive_set, cache, _device(args.device))
+
+
+def _export(args: argparse.Namespace) -> int:
     from primitives.serialize import load
     from search.export import candidate_from_run, export
     from search.jobs import resolve_primitive_set
@@ -138,17 +189,16 @@ def _export(args: argparse.Namespace) -> int:
     if Path(args.source).is_dir():
         if args.candidate is None:
             raise_user_error("exporting from a run directory needs a CANDIDATE_ID")
-        program, provenance, primitive_set = candidate_from_run(args.source, args.candidate)
+        program, provenance, primitive_set = candidate_from_run(args.source, args.candidate, args.primitive_set)
     else:
         if args.candidate is not None:
             raise_user_error(f"{args.source} is a program file; CANDIDATE_ID applies to run directories")
-        primitive_set = resolve_primitive_set(args.primitive_set)
+        primitive_set = resolve_primitive_set(args.primitive_set or "all")
         program, provenance = load(args.source, primitive_set), {"source": args.source}
     if args.ablate:
-        from search.ablation import ablate, proxy_task_scorer
+        from primitives.ablation import ablate
 
-        ablation = ablate(program, proxy_task_scorer(args.ablate_tasks, 2, primitive_set), primitive_set,
-                          args.tolerance)
+        ablation = ablate(program, _ablation_scorer(args, primitive_set), primitive_set, args.tolerance)
         program = ablation.program
         provenance["ablation"] = (f"removed {len(ablation.removed)} statement(s) on {args.ablate_tasks}, score "
                                   f"{ablation.original_score:+.3f} -> {ablation.score:+.3f}")
@@ -161,15 +211,13 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def raise_user_error(message: str):
-    from search.export import ExportError
-
-    raise ExportError(message)
+    raise CommandError(message)
 
 
 def _show(args: argparse.Namespace) -> int:
     from search import report
 
-    print(report.summary(args.run_dir))
+    print(report.summary(args.run_dir, args.primitive_set))
     return 0
 
 
@@ -177,6 +225,26 @@ def _demo(args: argparse.Namespace) -> int:
     from search import demo
 
     return demo.main()
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("optsearch")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _ablation_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("ablation (trains the program once per statement)")
+    group.add_argument("--ablate", action="store_true",
+                       help="drop statements whose removal costs less than --tolerance of score")
+    group.add_argument("--ablate-tasks", default="tier0", help="tasks that score the ablation")
+    group.add_argument("--ablate-seeds", type=_positive_int, default=2)
+    group.add_argument("--tolerance", type=float, default=0.05)
+    group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    group.add_argument("--baseline-cache", default=None, help="baseline cache file (default ~/.cache/optsearch)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Discover optimizers by program search: evolve update rules from primitives, "
         "score them on proxy tasks, export them as torch optimizers.",
     )
+    parser.add_argument("--version", action="version", version=f"optsearch {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
@@ -201,9 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("optimizers", nargs="+", metavar="OPTIMIZER",
                        help="AdamW, SGD:momentum=0.9, Lion, Muon, PolarGrad, program:NAME, or a program file")
     bench.add_argument("--tasks", default="all", help="all, held-out, tier0..tier3, or comma-separated names")
-    bench.add_argument("--seeds", type=int, default=3)
+    bench.add_argument("--seeds", type=_positive_int, default=3)
     bench.add_argument("--device", default="cpu")
     bench.add_argument("--out", default="bench_out", help="folder for bench.csv, bench.json and curves.png")
+    bench.add_argument("--force", action="store_true", help="write into --out even if it holds files")
     bench.add_argument("--baseline-cache", default=None, help="baseline cache file (default ~/.cache/optsearch)")
     bench.set_defaults(handler=_bench)
 
@@ -238,12 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     simplify = commands.add_parser("simplify", help="print a program raw, pruned and simplified, with LaTeX")
     simplify.add_argument("program", metavar="PROGRAM", help="a program file (.json, or the text form)")
     simplify.add_argument("--primitive-set", default="all")
-    simplify.add_argument("--ablate", action="store_true",
-                          help="also drop statements whose removal costs less than --tolerance of score "
-                               "(trains the program once per statement)")
-    simplify.add_argument("--ablate-tasks", default="tier0", help="tasks that score the ablation")
-    simplify.add_argument("--ablate-seeds", type=int, default=2)
-    simplify.add_argument("--tolerance", type=float, default=0.05)
+    _ablation_options(simplify)
     simplify.set_defaults(handler=_simplify)
 
     export = commands.add_parser("export", help="write a program or a run's candidate as an importable optimizer")
@@ -253,14 +318,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--force", action="store_true", help="replace an earlier export of that name")
     export.add_argument("--out", default=None, help="write the module here instead of into discovered/ (not registered)")
     export.add_argument("--no-simplify", action="store_true", help="export the pruned program as it is")
-    export.add_argument("--primitive-set", default="all", help="for program files that use a plugin set")
-    export.add_argument("--ablate", action="store_true", help="drop statements that do not earn their keep first")
-    export.add_argument("--ablate-tasks", default="tier0")
-    export.add_argument("--tolerance", type=float, default=0.05)
+    export.add_argument("--primitive-set", default=None,
+                        help="the primitive set (default: all, or the run's built-in set); naming a plugin "
+                             "package.module:NAME imports it")
+    _ablation_options(export)
     export.set_defaults(handler=_export)
 
     show = commands.add_parser("show", help="a run's hall of fame and statistics")
     show.add_argument("run_dir", metavar="RUN_DIR")
+    show.add_argument("--primitive-set", default=None,
+                      help="import this plugin primitive set to show the run's programs (never done otherwise)")
     show.set_defaults(handler=_show)
 
     demo = commands.add_parser("demo", help="train a small matrix problem with AdamW, Lion, Muon and PolarGrad")
@@ -281,25 +348,13 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `optsearch ... | head`
         sys.stderr.close()
         return 0
-    except Exception as exc:
-        if not isinstance(exc, _user_errors()):
-            raise
+    except OptsearchError as exc:
         print(f"optsearch {args.command}: error: {exc}", file=sys.stderr)
         return 2
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    """Errors caused by what the user asked for: a message, not a traceback."""
-    from primitives.program import ProgramError
-    from proxy_tasks.optimizers import UnknownOptimizerError
-    from proxy_tasks.registry import UnknownTaskError
-    from search.config import ConfigError
-    from search.run_store import RunDirError
-    from search.export import ExportError
-    from search.tracking import TrackingError
-
-    return (ProgramError, UnknownOptimizerError, UnknownTaskError, ConfigError, RunDirError, TrackingError,
-            ExportError)
+    except OSError as exc:  # a read-only folder, a full disk, a file where a folder should be
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"optsearch {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

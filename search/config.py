@@ -16,6 +16,8 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
+import re
 import tomllib
 import types
 import typing
@@ -23,8 +25,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from primitives.errors import OptsearchError
 
-class ConfigError(ValueError):
+
+class ConfigError(OptsearchError):
     """A configuration value, key or file is not acceptable."""
 
 
@@ -85,6 +89,9 @@ class EvaluationConfig:
         _at_least("evaluation.meta_every", self.meta_every, 0)
 
 
+MAX_MEMORY_GB = 1 << 20  # a petabyte: beyond it the address-space limit cannot be set
+
+
 @dataclasses.dataclass(frozen=True)
 class WorkersConfig:
     workers: int = 2  # long-lived worker processes (one torch thread each on CPU)
@@ -94,6 +101,8 @@ class WorkersConfig:
     def check(self) -> None:
         _positive("workers.workers", self.workers)
         _at_least("workers.memory_gb", self.memory_gb, 0)
+        if self.memory_gb > MAX_MEMORY_GB:
+            raise ConfigError(f"workers.memory_gb must be at most {MAX_MEMORY_GB} (0: no limit), got {self.memory_gb}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +116,10 @@ class StopConfig:
         _at_least("stop.wall_time", self.wall_time, 0)
 
 
+# A run id names a folder and appears in MLflow and in exported provenance.
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+
+
 @dataclasses.dataclass(frozen=True)
 class PersistenceConfig:
     run_dir: str = "runs"  # the parent folder of runs/<run_id>/
@@ -115,6 +128,9 @@ class PersistenceConfig:
 
     def check(self) -> None:
         _positive("persistence.checkpoint_every", self.checkpoint_every)
+        if self.run_id and not RUN_ID.match(self.run_id):
+            raise ConfigError(f"persistence.run_id {self.run_id!r} is not a usable name: letters, digits, "
+                              f"'.', '_' and '-', starting with a letter or digit (at most 128)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +155,7 @@ class SearchConfig:
     tracking: TrackingConfig = TrackingConfig()
 
     def check(self) -> SearchConfig:
+        _at_least("seed", self.seed, 0)
         for section in SECTIONS:
             getattr(self, section).check()
         return self
@@ -204,10 +221,12 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be a number, got {value!r}")
         try:
             number = annotation(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{where} must be {'an integer' if annotation is int else 'a number'}, got {value!r}") from None
         if annotation is int and isinstance(value, float) and value != number:
             raise ConfigError(f"{where} must be an integer, got {value!r}")
+        if annotation is float and not math.isfinite(number):  # a NaN timeout would never fire
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
         return number
     if annotation is str:
         if not isinstance(value, str):
@@ -291,8 +310,10 @@ def read_toml(path: str | Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply") from None
 
 
 def load(preset: str | None = "smoke", config_file: str | Path | None = None,
@@ -313,6 +334,22 @@ def load(preset: str | None = "smoke", config_file: str | Path | None = None,
     return config.check()
 
 
-def from_dict(data: dict[str, Any]) -> SearchConfig:
-    """The config saved in a run directory (config.json)."""
-    return merge(SearchConfig(), data, "saved config").check()
+def from_dict(data: dict[str, Any], origin: str = "saved config") -> SearchConfig:
+    """A complete resolved configuration (a run's config.json): every section and key present, checked.
+
+    A saved configuration is never completed from today's defaults: a run
+    resumed under defaults it did not start with would be another search.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: expected a table of sections, got {type(data).__name__}")
+    for section in SECTIONS:
+        if not isinstance(data.get(section), dict):
+            raise ConfigError(f"{origin}: section [{section}] is missing")
+        expected = {f.name for f in dataclasses.fields(type(getattr(SearchConfig(), section)))}
+        missing = sorted(expected - set(data[section]))
+        if missing:
+            raise ConfigError(f"{origin}: [{section}] lacks {', '.join(missing)}")
+    for key in TOP_LEVEL:
+        if key not in data:
+            raise ConfigError(f"{origin}: {key!r} is missing")
+    return merge(SearchConfig(), data, origin).check()

@@ -574,7 +574,7 @@ def resume(run_dir: str | Path, overrides: list[str] | None = None, tracker: Any
     store = RunStore(run_dir)
     saved = store.read_config()
     data = {k: v for k, v in saved.items() if k != "run_id"}
-    config = config_module.merge(config_module.SearchConfig(), data, f"{store.config_path}")
+    config = config_module.from_dict(data, str(store.config_path))
     if overrides:
         config = config_module.merge(config, config_module.parse_overrides(overrides), "overrides")
     config.check()

@@ -32,7 +32,7 @@ from primitives.program import Program
 from proxy_tasks.optimizers import OptimizerSpec
 from proxy_tasks.registry import select_tasks
 from proxy_tasks.scoring import BaselineCache, score_task
-from proxy_tasks.task import Task
+from proxy_tasks.task import Task, shortened
 from proxy_tasks.tuning import TuningProtocol, tune
 from search.config import EvaluationConfig
 
@@ -48,13 +48,6 @@ class Evaluation:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def shortened(task: Task, fraction: float) -> Task:
-    """`task` with fraction of its steps (at least 4): smoke runs, same code path."""
-    if fraction >= 1.0:
-        return task
-    return dataclasses.replace(task, steps=max(4, round(task.steps * fraction)))
 
 
 class ProxyTaskEvaluator:

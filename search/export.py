@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from primitives.analysis import prune, uses_matrix_primitives
+from primitives.errors import OptsearchError
 from primitives.files import atomic_write_text
 from primitives.kinds import Layout
 from primitives.library import ALL
@@ -51,7 +52,7 @@ _ALIASES = {"primitives.elementwise": "_ew", "primitives.normalisers": "_norm", 
 _RESERVED = {"g", "w", "t", "state", "torch", "group", "options"} | set(_ALIASES.values())
 
 
-class ExportError(ValueError):
+class ExportError(OptsearchError):
     """A name, candidate or program that cannot be exported; nothing was written."""
 
 
@@ -380,14 +381,22 @@ class Exported:
     note: str
 
 
-def candidate_from_run(run_dir: str | Path, candidate_id: int) -> tuple[Program, dict, PrimitiveSet]:
-    """The program of a run's candidate, and its provenance."""
+def candidate_from_run(run_dir: str | Path, candidate_id: int,
+                       primitive_set_name: str | None = None) -> tuple[Program, dict, PrimitiveSet]:
+    """The program of a run's candidate, and its provenance.
+
+    primitive_set_name: the user's own --primitive-set, which may import a
+    plugin; the name found in the run's config.json never does.
+    """
     from search.jobs import resolve_primitive_set
     from search.run_store import RunStore
 
     store = RunStore(run_dir)
     config = store.read_config()
-    primitive_set = resolve_primitive_set(config["evolution"]["primitive_set"])
+    saved = (config.get("evolution") or {}).get("primitive_set", "all")
+    if primitive_set_name is not None and primitive_set_name != saved:
+        raise ExportError(f"the run used primitive set {saved!r}, not {primitive_set_name!r}")
+    primitive_set = resolve_primitive_set(saved, trusted=primitive_set_name is not None)
     for event in store.read_events():
         if event["type"] == "candidate" and event["id"] == candidate_id:
             if event["status"] in ("error", "timeout", "crashed"):
@@ -415,7 +424,7 @@ def export(program: Program, name: str, provenance: dict | None = None, folder: 
            force: bool = False, simplify_program: bool = True, primitive_set: PrimitiveSet = ALL,
            register: bool | None = None) -> Exported:
     """Write the module (and register it when writing into discovered/)."""
-    from search.simplify import render, simplify, simplify_symbolic, to_sympy
+    from primitives.simplify import render, simplify, simplify_symbolic, to_sympy
 
     folder = Path(folder) if folder is not None else discovered_dir()
     register = (folder.resolve() == discovered_dir().resolve()) if register is None else register

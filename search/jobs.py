@@ -22,14 +22,25 @@ from search.evaluation import BehaviourEvaluator, ProxyTaskEvaluator
 from search.workers import Job
 
 
-def resolve_primitive_set(name: str) -> PrimitiveSet:
-    """A built-in set by name, or a plugin "package.module:NAME" (imported, like PySR's custom operators)."""
+def resolve_primitive_set(name: str, trusted: bool = True) -> PrimitiveSet:
+    """A built-in set by name, or a plugin "package.module:NAME" (imported, like PySR's custom operators).
+
+    Importing a plugin runs its module. Only a name the user gave (a config
+    file, a command-line option, a run being resumed) is trusted with that;
+    commands that only read a run directory (show, export) pass
+    trusted=False for the name they find in it, and a plugin is refused.
+    """
+    if not isinstance(name, str):
+        raise ConfigError(f"a primitive set is named by a string, got {name!r}")
     if name in PRIMITIVE_SETS:
         return PRIMITIVE_SETS[name]
     module, sep, attribute = name.partition(":")
     if not sep:
         raise ConfigError(f"unknown primitive set {name!r}; built-in: {', '.join(PRIMITIVE_SETS)}, "
                           f"or a plugin as package.module:NAME")
+    if not trusted:
+        raise ConfigError(f"the run uses the plugin primitive set {name!r}; reading a run directory never "
+                          f"imports code named in it: pass --primitive-set {name} to import it")
     try:
         value = getattr(importlib.import_module(module), attribute)
     except (ImportError, AttributeError) as exc:
@@ -49,7 +60,7 @@ def resolve_program(name: str, primitive_set: PrimitiveSet) -> Program:
 
 
 def baseline_cache_path(config: SearchConfig) -> Path:
-    from search.bench import default_cache_path
+    from proxy_tasks.scoring import default_cache_path
 
     return Path(config.evaluation.baseline_cache) if config.evaluation.baseline_cache else default_cache_path()
 

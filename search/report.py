@@ -11,7 +11,7 @@ from search.jobs import resolve_primitive_set
 from search.run_store import RunStore
 
 
-def summary(run_dir: str | Path) -> str:
+def summary(run_dir: str | Path, primitive_set_name: str | None = None) -> str:
     store = RunStore(run_dir)
     config = store.read_config()
     events = store.read_events()
@@ -29,7 +29,7 @@ def summary(run_dir: str | Path) -> str:
     if scored:
         best = max(scored, key=lambda e: e["score"])
         lines.append(f"  best score {best['score']:+.3f} (#{best['id']}, {best['mutation']})")
-    primitive_set = resolve_primitive_set(config["evolution"]["primitive_set"])
+    primitive_set = resolve_primitive_set(config["evolution"]["primitive_set"], trusted=primitive_set_name is not None)
     checkpoint = store.read_checkpoint(config.get("run_id", Path(run_dir).name), _digest(config))
     if checkpoint is not None:
         members = [Individual.from_dict(m, primitive_set) for m in checkpoint["hall_of_fame"]]
@@ -47,4 +47,4 @@ def _digest(config: dict) -> str:
     from search import config as config_module
 
     data = {k: v for k, v in config.items() if k != "run_id"}
-    return config_module.merge(config_module.SearchConfig(), data, "saved config").digest()
+    return config_module.from_dict(data).digest()

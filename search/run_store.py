@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from primitives.errors import OptsearchError
 from primitives.files import atomic_write_text
 
 CHECKPOINT_SCHEMA = "optsearch.checkpoint"
@@ -35,7 +36,7 @@ CHECKPOINT_SCHEMA = "optsearch.checkpoint"
 CHECKPOINT_VERSION = 3
 
 
-class RunDirError(ValueError):
+class RunDirError(OptsearchError):
     """A run directory, checkpoint or event log that cannot be used as it is."""
 
 
@@ -122,11 +123,14 @@ class RunStore:
         if not self.path.is_dir():
             raise RunDirError(f"{self.path} is not a run directory (it does not exist)")
         try:
-            return json.loads(self.config_path.read_text())
+            data = json.loads(self.config_path.read_text())
         except FileNotFoundError:
             raise RunDirError(f"{self.path} is not a run directory (no config.json)") from None
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise RunDirError(f"{self.config_path} is damaged: {exc}") from None
+        if not isinstance(data, dict):
+            raise RunDirError(f"{self.config_path} is damaged: not a table of sections")
+        return data
 
     # --- events ------------------------------------------------------------------
 
@@ -149,7 +153,7 @@ class RunStore:
                 continue
             try:
                 event = json.loads(line)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise RunDirError(f"{self.events_path}, line {number}: damaged record ({exc})") from None
             if not isinstance(event, dict) or "seq" not in event:
                 raise RunDirError(f"{self.events_path}, line {number}: not an event record")
@@ -186,7 +190,7 @@ class RunStore:
             return None
         try:
             data = json.loads(self.checkpoint_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise RunDirError(f"checkpoint {self.checkpoint_path} is corrupt ({exc}); nothing was changed") from None
         if not isinstance(data, dict) or data.get("schema") != CHECKPOINT_SCHEMA:
             raise RunDirError(f"{self.checkpoint_path} is not an optsearch checkpoint; nothing was changed")

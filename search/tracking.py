@@ -32,13 +32,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from primitives.errors import OptsearchError
 from primitives.serialize import from_dict
 from search.run_store import atomic_write_json
 
 log = logging.getLogger("optsearch.tracking")
 
 
-class TrackingError(ValueError):
+class TrackingError(OptsearchError):
     """A tracking store or experiment that does not exist or cannot be read."""
 RETRY_SECONDS = 30.0  # after a failure, wait this long before trying again
 STATE_FILE = "tracking.json"
@@ -288,7 +289,7 @@ class MlflowTracker:
 def _program_latex(program_dict: dict) -> str:
     """The simplified update rule in LaTeX, when the simplifier is available."""
     try:
-        from search.simplify import latex_of_dict
+        from primitives.simplify import latex_of_dict
     except ImportError:
         return ""
     try:

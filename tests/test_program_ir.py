@@ -31,9 +31,6 @@ from primitives.program import (
     UndefinedRegisterError,
     UnknownOpError,
     UnreachableOutputError,
-    _check_structure,
-    _explain,
-    _infer_kinds,
     validate,
 )
 from primitives.serialize import from_json, load, parse, save, to_dict, to_json
@@ -318,19 +315,6 @@ def test_programs_built_in_python_get_their_structure_checked():
             validate(bad)
 
 
-def test_validation_is_the_same_without_its_memory_of_checked_parts(monkeypatch):
-    """With that memory full, validation is slower, not different."""
-    monkeypatch.setattr(program_module, "_WELL_FORMED", {})
-    monkeypatch.setattr(program_module, "_WELL_FORMED_LIMIT", 0)
-    for program in KNOWN_PROGRAMS.values():
-        assert validate(program) == _explain(program, ALL)
-    assert program_module._WELL_FORMED == {}
-    with pytest.raises(ConstantRangeError):
-        validate(LION.with_constants(beta1=3.0))
-    with pytest.raises(MalformedProgramError, match="must be tuples"):
-        validate(dataclasses.replace(LION, body=list(LION.body)))
-
-
 def test_output_must_be_a_param():
     with pytest.raises(ProgramKindError, match="is a SCALAR, not a PARAM"):
         parse("u = rms(g)\nreturn u")
@@ -365,18 +349,6 @@ def test_symbolic_layer_never_crashes_on_valid_programs(program):
     validate(pruned)
     assert structural_hash(program) == structural_hash(pruned)
     assert len(fingerprint(program)) == 16
-
-
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-@given(st.one_of(raw_programs(), corrupted_programs()))
-def test_fast_validity_pass_agrees_with_the_explaining_one(program):
-    """validate's message-free pass (the search's hot path) accepts exactly what the explaining pass accepts."""
-    try:
-        explained = _explain(program, ALL)
-    except ProgramError:
-        explained = None
-    _check_structure(program)  # well formed by construction; remembers its parts, as validate does
-    assert _infer_kinds(program, ALL) == explained
 
 
 def _live_mask_by_plain_iteration(program):

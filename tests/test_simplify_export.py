@@ -19,7 +19,7 @@ from primitives import symbolic
 from primitives.known import ADAMW, LION, LION_RAW, MUON, POLARGRAD, POLARGRAD_POLAR_FIRST
 from primitives.serialize import parse, save
 from search.export import ExportError, export
-from search.simplify import canonical, equivalent, simplify, to_sympy
+from primitives.simplify import canonical, equivalent, simplify, to_sympy
 
 # --- identities ----------------------------------------------------------------
 
@@ -236,7 +236,7 @@ def test_simplify_and_export_commands(tmp_path, capsys):
 def test_ablation_drops_what_does_not_matter_and_keeps_what_does():
     """With a stand-in score (agreement with Lion's updates), a harmless extra statement goes and sign stays."""
     from primitives.library import ALL
-    from search.ablation import ablate
+    from primitives.ablation import ablate
     from search.evaluation import BehaviourEvaluator
 
     noisy = parse(LION.text().replace("u = add_scaled(s, w; wd)", "u = add_scaled(s, w; wd)\nu = clip(u; big)")

@@ -47,6 +47,14 @@ class Unsupported(ValueError):
     """An expression the back-translation cannot turn into statements."""
 
 
+class TooLarge(ValueError):
+    """A program whose symbolic form SymPy would not finish (or not fit in the stack)."""
+
+
+# Programs longer than this are not put through SymPy (the search's limit is 24).
+SYMBOLIC_STATEMENTS = 200
+
+
 @dataclasses.dataclass(frozen=True)
 class Symbolic:
     """A program as SymPy: the update and the state updates."""
@@ -446,7 +454,10 @@ class Simplification:
 
 def simplify(program: Program, primitive_set: PrimitiveSet = ALL) -> Simplification:
     pruned = prune(program)
-    sym = simplify_symbolic(to_sympy(pruned, primitive_set))
+    try:
+        sym = symbolic_form(pruned, primitive_set)
+    except TooLarge as exc:
+        return Simplification(program, pruned, pruned, False, f"not simplified: {exc}", "", pruned.text())
     latex, text = render(sym)
     try:
         candidate = from_symbolic(sym, pruned)
@@ -471,9 +482,26 @@ def render(sym: Symbolic) -> tuple[str, str]:
     return "\\begin{aligned}\n" + " \\\\\n".join(latex) + "\n\\end{aligned}", "\n".join(text)
 
 
+def symbolic_form(program: Program, primitive_set: PrimitiveSet = ALL) -> Symbolic:
+    """The rewritten SymPy form of a pruned program; TooLarge where SymPy cannot be trusted to finish.
+
+    SymPy recurses over expression trees: a long chain of statements (a
+    10,000-statement add chain from a hand-written file) exhausts Python's
+    stack, and the formula of anything that long is not read anyway.
+    """
+    if len(program.body) > SYMBOLIC_STATEMENTS:
+        raise TooLarge(f"{len(program.body)} statements (the symbolic form is made for at most {SYMBOLIC_STATEMENTS})")
+    try:
+        return simplify_symbolic(to_sympy(program, primitive_set))
+    except RecursionError:
+        raise TooLarge("its expressions are nested too deeply for SymPy") from None
+
+
 def latex_of_dict(program_dict: dict, primitive_set: PrimitiveSet = ALL) -> str:
-    """LaTeX of a program given as JSON data (for tracking artifacts)."""
+    """LaTeX of a program given as JSON data (for tracking artifacts); "" for one too large."""
     from primitives.serialize import from_dict
 
-    program = prune(from_dict(program_dict, primitive_set))
-    return render(simplify_symbolic(to_sympy(program, primitive_set)))[0]
+    try:
+        return render(symbolic_form(prune(from_dict(program_dict, primitive_set)), primitive_set))[0]
+    except TooLarge:
+        return ""

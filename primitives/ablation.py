@@ -8,6 +8,8 @@ re-scored on the given tasks; the deletion stands if the score stays within
 `tolerance` of the original program's (so deletions cannot add up to more
 than that). Each try costs a tuned evaluation, so it
 is off unless asked for (`optsearch simplify --ablate`, `export --ablate`).
+The score is any function of a program (proxy_tasks.scoring.program_scorer
+trains it on proxy tasks).
 """
 
 from __future__ import annotations
@@ -53,28 +55,3 @@ def ablate(program: Program, score: Callable[[Program], float], primitive_set: P
         else:
             index -= 1
     return Ablation(current, best, original, tuple(removed), evaluations)
-
-
-def proxy_task_scorer(tasks: str, seeds: int, primitive_set: PrimitiveSet, baseline_cache=None,
-                      step_fraction: float = 1.0) -> Callable[[Program], float]:
-    """Mean score on `tasks` against cached tuned AdamW (baselines computed on demand)."""
-    from proxy_tasks.optimizers import OptimizerSpec
-    from proxy_tasks.registry import select_tasks
-    from proxy_tasks.scoring import BaselineCache, score_task, suite_score
-    from proxy_tasks.tuning import tune
-    from search.evaluation import shortened
-
-    task_list = [shortened(t, step_fraction) for t in select_tasks(tasks)]
-    cache = BaselineCache(baseline_cache)
-    seed_tuple = tuple(range(seeds))
-
-    def score(program: Program) -> float:
-        spec = OptimizerSpec.for_program(program, primitive_set=primitive_set)
-        results = []
-        for task in task_list:
-            base = cache.baseline(task, seed_tuple)
-            tuned = tune(task, spec, seed_tuple, "cpu", base.best_lr)
-            results.append(score_task(task, tuned.best, base.best, tuned.best_lr))
-        return suite_score(results)
-
-    return score
