@@ -196,17 +196,94 @@ def test_polargrad_qdwh_converged_equals_exact_polar():
         torch.testing.assert_close(x, y, rtol=0, atol=1e-10)
 
 
-def test_polargrad_ns_uses_polargrads_coefficients_and_bf16_nuclear_estimate():
-    init, grads = random_problem([(9, 5)], steps=1)
+# Newton-Schulz coefficients as upstream writes them, typed here (not imported):
+# KellerJordan/Muon @857d1ad muon.py::zeropower_via_newtonschulz5 has
+# a, b, c = (3.4445, -4.7750, 2.0315); timlautk/polargrad @79f3c6f
+# polar_grad.py::PolarGrad.__init__ defaults to a=3.4445, b=-4.7750, c=2.031.
+KJ_NS = (3.4445, -4.7750, 2.0315)
+PG_NS = (3.4445, -4.7750, 2.031)
+
+
+def literal_quintic(G, coefficients, steps, dtype):
+    """KJ's / PolarGrad's eager Newton-Schulz: cast, transpose tall, X / (||X||_F + 1e-7), quintic."""
+    a, b, c = coefficients
+    X = G.to(dtype)
+    if G.size(-2) > G.size(-1):
+        X = X.mT
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    for _ in range(steps):
+        A = X @ X.mT
+        B = b * A + c * A @ A
+        X = a * X + B @ X
+    if G.size(-2) > G.size(-1):
+        X = X.mT
+    return X
+
+
+def scalar_composite(sigma, coefficients, steps):
+    """What the quintic does to one singular value of the normalised input (spec 1.4)."""
+    a, b, c = coefficients
+    for _ in range(steps):
+        sigma = a * sigma + b * sigma**3 + c * sigma**5
+    return sigma
+
+
+def diagonal(sigma, m, n):
+    """An m x n float64 matrix with sigma on its diagonal: its polar factor is diagonal too."""
+    G = torch.zeros(m, n, dtype=torch.float64)
+    G[range(len(sigma)), range(len(sigma))] = torch.tensor(sigma, dtype=torch.float64)
+    return G
+
+
+SIGMA = [3.0, 2.1, 0.9, 0.15, 0.006]
+
+
+def test_ns_coefficients_are_upstreams_literals():
+    assert MUON_COEFFICIENTS == KJ_NS
+    assert POLARGRAD_NS_COEFFICIENTS == PG_NS
+    # The spec's computed table (section 1.4): KJ x 5 maps [1e-3, 1] into [0.4705, 1.2024].
+    image = scalar_composite(torch.linspace(1e-3, 1, 200001, dtype=torch.float64), KJ_NS, 5)
+    assert image.min().item() == pytest.approx(0.4705, abs=1e-4)
+    assert image.max().item() == pytest.approx(1.2024, abs=1e-4)
+
+
+@pytest.mark.parametrize("steps", [2, 5])
+@pytest.mark.parametrize("shape", [(5, 5), (8, 5), (5, 8)], ids=["square", "tall", "wide"])
+def test_polargrad_ns_maps_singular_values_by_polargrads_quintic(shape, steps):
+    """float64 NS on diag(sigma): U = diag(phi(sigma / ||sigma||)) with c = 2.031, nu = sum sigma phi."""
+    G = diagonal(SIGMA, *shape)
+    p = torch.nn.Parameter(torch.zeros(shape, dtype=torch.float64))
+    p.grad = G
+    PolarGrad([p], lr=1.0, momentum=0.0, method="ns", inner_steps=steps, ns_dtype="float64").step()
+    sigma = torch.tensor(SIGMA, dtype=torch.float64)
+    phi = scalar_composite(sigma / (sigma.norm() + 1e-7), PG_NS, steps)
+    expected = -torch.sum(sigma * phi) * diagonal(phi.tolist(), *shape)
+    torch.testing.assert_close(p.data, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(5, 5), (5, 8)], ids=["square", "wide"])
+def test_muon_ns_maps_singular_values_by_keller_jordans_quintic(shape):
+    """float64 NS on diag(sigma), momentum 0 (the Nesterov mix is G itself), shape factor 1."""
+    p = torch.nn.Parameter(torch.zeros(shape, dtype=torch.float64))
+    p.grad = diagonal(SIGMA, *shape)
+    Muon([p], lr=1.0, momentum=0.0, ns_dtype="float64").step()
+    sigma = torch.tensor(SIGMA, dtype=torch.float64)
+    phi = scalar_composite(sigma / (sigma.norm() + 1e-7), KJ_NS, 5)
+    torch.testing.assert_close(p.data, -diagonal(phi.tolist(), *shape), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(9, 5), (5, 9)], ids=["tall", "wide"])
+def test_polargrad_ns_is_polargrads_bf16_quintic_and_bf16_nuclear_estimate(shape):
+    """Default precision: bf16 iteration with literal (a, b, c) and nu, nu * U rounded in bf16, as upstream."""
+    init, grads = random_problem([shape], steps=1)
     p = torch.nn.Parameter(init[0].clone())
     opt = PolarGrad([p], lr=0.1, momentum=0.0, method="ns", inner_steps=5)
     G = grads[0][0]
     p.grad = G
     opt.step()
-    U = newton_schulz(G, POLARGRAD_NS_COEFFICIENTS, 5)
+    U = literal_quintic(G, PG_NS, 5, torch.bfloat16)
     nu = torch.sum(G.to(U.dtype) * U)
-    torch.testing.assert_close(p.data, init[0] - 0.1 * (nu * U).float(), rtol=0, atol=1e-6)
-    assert POLARGRAD_NS_COEFFICIENTS != MUON_COEFFICIENTS
+    assert torch.equal(p.data, init[0].clone().add_(nu * U, alpha=-0.1))
 
 
 def test_polargrad_momentum_first_keeps_an_ema_of_gradients():
