@@ -18,6 +18,7 @@ from discovered.lion import Lion
 from discovered.muon import Muon
 from discovered.polargrad import PolarGrad
 from discovered.program_optimizer import ProgramOptimizer
+from discovered.soap import SOAP
 from primitives import known
 
 
@@ -42,6 +43,10 @@ class OptimizerInfo:
     # Keywords that turn momentum off (the routing test checks a bare step).
     no_momentum: dict[str, Any] = dataclasses.field(default_factory=dict)
     source: str = "reference"  # or "exported"
+    # Trains a stack of seeds along a leading batch dimension exactly as the
+    # seeds alone (elementwise rules, or batch_dims routing); False for rules
+    # that mix entries along every dimension (SOAP's preconditioner).
+    batchable: bool = True
 
     def make(self, params, **overrides) -> Optimizer:
         return self.cls(params, **{**self.kwargs, **overrides})
@@ -82,6 +87,19 @@ register(OptimizerInfo(
     _MATRIX_ERRORS + (ErrorInput({"method": "zolo"}, "Invalid method"),
                       ErrorInput({"inner_steps": 0}, "Invalid inner_steps")),
     matrix=True, no_momentum={"momentum": 0.0},
+))
+register(OptimizerInfo(
+    "SOAP", SOAP, {"lr": 1e-2},
+    _COMMON_ERRORS + (
+        ErrorInput({"betas": (0.95, 1.0)}, "Invalid beta parameter at index 1"),
+        ErrorInput({"shampoo_beta": 1.0}, "Invalid shampoo_beta"),
+        ErrorInput({"eps": -1e-8}, "Invalid eps"),
+        ErrorInput({"precondition_frequency": 0}, "Invalid precondition_frequency"),
+        ErrorInput({"max_precond_dim": 0}, "Invalid max_precond_dim"),
+        ErrorInput({"merge_dims": "yes"}, "Invalid merge_dims"),
+        ErrorInput({"data_format": "NHWC"}, "Invalid data_format"),
+    ),
+    batchable=False,
 ))
 
 # Programs run by the interpreter keep the same contract.
