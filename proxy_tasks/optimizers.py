@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
+from primitives.errors import OptsearchError
 from primitives.program import Program, ProgramError
 
 # torch.optim classes that act coordinate by coordinate, so a stack of seeds
@@ -36,7 +37,7 @@ AUX_ADAMW = {"adamw_betas": (0.9, 0.999), "adamw_eps": 1e-8, "adamw_weight_decay
 ALIASES = {"SGDM": ("SGD", {"momentum": 0.9}), "SGD-Nesterov": ("SGD", {"momentum": 0.9, "nesterov": True})}
 
 
-class UnknownOptimizerError(ValueError):
+class UnknownOptimizerError(OptsearchError):
     pass
 
 
@@ -133,6 +134,30 @@ def shadowed_names() -> set[str]:
     return {n for n, c in vars(torch.optim).items() if isinstance(c, type) and issubclass(c, Optimizer)} | set(ALIASES)
 
 
+def _checked(spec: OptimizerSpec) -> OptimizerSpec:
+    """The spec, once its keywords are known to the class and accepted by it (before anything trains)."""
+    if not spec.kwargs:
+        return spec
+    accepted = _parameters(spec.factory)
+    target = spec.factory.func if isinstance(spec.factory, functools.partial) else spec.factory
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(target).parameters.values())
+    unknown = [key for key, _ in spec.kwargs if key not in accepted and not takes_any]
+    if unknown:
+        options = ", ".join(sorted(accepted - {"self", "params", "lr"}))
+        raise UnknownOptimizerError(f"{spec.name!r}: {target.__name__} has no keyword {unknown[0]!r}; "
+                                    f"it takes {options}")
+    defaults = {k: p.default for k, p in inspect.signature(target).parameters.items()}
+    for key, value in spec.kwargs:
+        default = defaults.get(key)
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and not isinstance(value, (int, float)):
+            raise UnknownOptimizerError(f"{spec.name!r}: {key} must be a number, got {value!r}")
+    try:
+        spec.make({"probe": torch.nn.Parameter(torch.zeros(2, 2))}, (), 1e-3, 1e-3, batch_dims=0)
+    except (TypeError, ValueError) as exc:
+        raise UnknownOptimizerError(f"{spec.name!r}: {exc}") from None
+    return spec
+
+
 def parse_optimizer(text: str) -> OptimizerSpec:
     """An OptimizerSpec from a command-line name (see the module docstring)."""
     from discovered import REGISTRY
@@ -160,10 +185,11 @@ def parse_optimizer(text: str) -> OptimizerSpec:
         info = REGISTRY[name]
         cls = info.cls.func if isinstance(info.cls, functools.partial) else info.cls
         routes = isinstance(cls, type) and issubclass(cls, MatrixOptimizer)
-        return OptimizerSpec(text, info.cls, tuple(sorted(kwargs.items())), routes=routes, batchable=True)
+        return _checked(OptimizerSpec(text, info.cls, tuple(sorted(kwargs.items())), routes=routes,
+                                      batchable=info.batchable))
     cls = getattr(torch.optim, name, None)
     if isinstance(cls, type) and issubclass(cls, Optimizer) and cls is not Optimizer:
-        return OptimizerSpec(text, cls, tuple(sorted(kwargs.items())), batchable=name in ELEMENTWISE_TORCH)
+        return _checked(OptimizerSpec(text, cls, tuple(sorted(kwargs.items())), batchable=name in ELEMENTWISE_TORCH))
     import difflib
 
     close = difflib.get_close_matches(name, known_names(), n=3)

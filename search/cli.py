@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -97,28 +98,39 @@ def _search_config(args: argparse.Namespace, overrides: list[str]):
     return config.load(args.preset, args.config, flags + overrides)
 
 
+def _observers(config, log_every: int = 10) -> list:
+    """What watches a search from the command line: the live display and, unless disabled, MLflow."""
+    from search.display import Display
+    from search.tracking import make_tracker
+
+    tracker = make_tracker(config)
+    return [Display(log_every=log_every)] + ([tracker] if tracker is not None else [])
+
+
 def _run(args: argparse.Namespace, overrides: list[str]) -> int:
     from search import engine
-    from search.display import Display
 
     config = _search_config(args, overrides)
-    result = engine.run(config, run_dir=args.run_dir, tracker=_tracker(config), display=Display())
+    if args.dry_run:
+        print(json.dumps(config.to_dict(), indent=1))
+        return 0
+    result = engine.run(config, run_dir=args.run_dir, observers=_observers(config, args.log_every))
     return 0 if result.stopped_by != "interrupted" else 130
 
 
 def _resume(args: argparse.Namespace, overrides: list[str]) -> int:
-    from search import engine
-    from search.display import Display
+    from search import engine, replay
 
     flags = [f"stop.max_evals={args.max_evals}"] if args.max_evals is not None else []
-    result = engine.resume(args.run_dir, flags + overrides, tracker_factory=_tracker, display=Display())
+    if args.dry_run:  # check the run directory as resume would, change nothing
+        recorded = replay.load(args.run_dir, flags + overrides)
+        c = recorded.state.counters
+        print(f"run {recorded.run_id}: {c.evaluated} of {recorded.config.stop.max_evals} candidates evaluated, "
+              f"{recorded.state.seq} events; it can be resumed")
+        return 0
+    result = engine.resume(args.run_dir, flags + overrides,
+                           observers_for=lambda config: _observers(config, args.log_every))
     return 0 if result.stopped_by != "interrupted" else 130
-
-
-def _tracker(config):
-    from search.tracking import make_tracker
-
-    return make_tracker(config)
 
 
 def _ui(args: argparse.Namespace) -> int:
@@ -217,7 +229,7 @@ def raise_user_error(message: str):
 def _show(args: argparse.Namespace) -> int:
     from search import report
 
-    print(report.summary(args.run_dir, args.primitive_set))
+    print(report.text(report.summary(args.run_dir, args.primitive_set)))
     return 0
 
 
@@ -286,11 +298,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=None, help="worker processes")
     run.add_argument("--run-dir", default=None, help="this run's directory (default runs/<preset>-<time>)")
     run.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    run.add_argument("--dry-run", action="store_true", help="print the resolved configuration and exit")
+    run.add_argument("--log-every", type=_positive_int, default=10,
+                     help="off a terminal, print a progress line every N evaluations")
     run.set_defaults(handler=_run, takes_overrides=True)
 
     resume = commands.add_parser("resume", help="continue a search from its run directory")
     resume.add_argument("run_dir", metavar="RUN_DIR")
     resume.add_argument("--max-evals", type=int, default=None, help="raise the budget")
+    resume.add_argument("--dry-run", action="store_true", help="check the run directory as resume would, and exit")
+    resume.add_argument("--log-every", type=_positive_int, default=10,
+                        help="off a terminal, print a progress line every N evaluations")
     resume.set_defaults(handler=_resume, takes_overrides=True)
 
     ui = commands.add_parser("ui", help="open the MLflow UI on the tracking store")

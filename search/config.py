@@ -32,6 +32,9 @@ class ConfigError(OptsearchError):
     """A configuration value, key or file is not acceptable."""
 
 
+STRATEGIES = ("evolution", "random", "constants")
+
+
 @dataclasses.dataclass(frozen=True)
 class EvolutionConfig:
     """Regularized (aging) evolution with tournament selection (Real et al. 2019)."""
@@ -44,8 +47,13 @@ class EvolutionConfig:
     max_state: int = 4  # state registers a program may carry (optimizer memory)
     max_attempts: int = 200  # re-mutations allowed to find a valid, structurally new child
     plateau: int = 0  # restart from the best after this many evaluations without improvement (0: never)
+    # "evolution": tournament selection from the population; "random": the same mutations
+    # applied to the warm starts, no selection; "constants": only constant perturbations of
+    # the warm starts (a hyperparameter search at the same budget).
+    strategy: str = "evolution"
 
     def check(self) -> None:
+        _choice("evolution.strategy", self.strategy, STRATEGIES)
         _positive("evolution.population", self.population)
         _positive("evolution.tournament", self.tournament)
         _positive("evolution.max_statements", self.max_statements)
@@ -54,6 +62,9 @@ class EvolutionConfig:
         _at_least("evolution.plateau", self.plateau, 0)
         if not self.warm_start:
             raise ConfigError("evolution.warm_start needs at least one program")
+
+
+DEVICE = re.compile(r"(cpu|cuda(:[0-9]+)?)\Z")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,9 +87,13 @@ class EvaluationConfig:
     target: str = "lion"  # behaviour: a known program name or file
     target_constants: tuple[tuple[str, float], ...] = ()  # behaviour: constants of the target
     baseline_cache: str = ""  # "" = ~/.cache/optsearch/baselines.json
+    select_on: str = "full"  # what selection and the hall of fame rank: the suite score, or "transfer"
 
     def check(self) -> None:
         _choice("evaluation.kind", self.kind, ("proxy_tasks", "behaviour"))
+        _choice("evaluation.select_on", self.select_on, ("full", "transfer"))
+        if not DEVICE.match(self.device):
+            raise ConfigError(f"evaluation.device must be cpu, cuda or cuda:N, got {self.device!r}")
         _positive("evaluation.seeds", self.seeds)
         if not 0 < self.step_fraction <= 1:
             raise ConfigError(f"evaluation.step_fraction must be in (0, 1], got {self.step_fraction}")
@@ -90,6 +105,31 @@ class EvaluationConfig:
 
 
 MAX_MEMORY_GB = 1 << 20  # a petabyte: beyond it the address-space limit cannot be set
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferConfig:
+    """The transfer stage, after the full suite: does a win hold at a longer horizon and a wider model?
+
+    A candidate scoring at least `hurdle` on the full suite is trained again on
+    `tasks` with `steps_factor` times the steps and `width_factor` times the
+    width, starting from the learning rate tuned at the base size carried over
+    by muP's rule, then re-tuned `retune` half-decades either side; AdamW is
+    treated the same way. Its transfer score and the rate's drift are recorded
+    (events, MLflow, the hall of fame); evaluation.select_on = "transfer" ranks by it.
+    """
+
+    enabled: bool = False
+    tasks: str = "mlp_stream,char_lm"
+    steps_factor: int = 4
+    width_factor: int = 4
+    hurdle: float = 0.0
+    retune: int = 1
+
+    def check(self) -> None:
+        _positive("transfer.steps_factor", self.steps_factor)
+        _positive("transfer.width_factor", self.width_factor)
+        _at_least("transfer.retune", self.retune, 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,11 +193,14 @@ class SearchConfig:
     stop: StopConfig = StopConfig()
     persistence: PersistenceConfig = PersistenceConfig()
     tracking: TrackingConfig = TrackingConfig()
+    transfer: TransferConfig = TransferConfig()
 
     def check(self) -> SearchConfig:
         _at_least("seed", self.seed, 0)
         for section in SECTIONS:
             getattr(self, section).check()
+        if self.evaluation.select_on == "transfer" and not self.transfer.enabled:
+            raise ConfigError("evaluation.select_on = \"transfer\" needs the transfer stage: set transfer.enabled = true")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,7 +214,7 @@ class SearchConfig:
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-SECTIONS = ("evolution", "evaluation", "workers", "stop", "persistence", "tracking")
+SECTIONS = ("evolution", "evaluation", "transfer", "workers", "stop", "persistence", "tracking")
 TOP_LEVEL = ("preset", "seed")
 
 # ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""An evaluated candidate: its program, identity, score and costs (a frozen record)."""
+"""An evaluated candidate: its program, identity, scores and costs (a frozen record)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from primitives.primitive import PrimitiveSet
 from primitives.program import Program
 from primitives.serialize import from_dict, to_dict
+from search.records import Stage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,12 +18,19 @@ class Individual:
     structural_hash: str
     fingerprint: str
     score: float  # mean task score against tuned AdamW (or behaviour score)
-    stage: str  # how far through the funnel it went
+    stage: Stage  # how far through the funnel it went
     complexity: float  # sum of primitive costs
     state_buffers: int  # optimizer memory, in parameter-sized buffers
     parent: int | None = None
     mutation: str = ""
     held_out: float | None = None  # meta-validation score, once measured
+    transfer: float | None = None  # score at 4x the steps and width, once measured
+
+    def fitness(self, select_on: str) -> float:
+        """What selection ranks by: the suite score, or the transfer score once there is one."""
+        if select_on == "transfer" and self.transfer is not None:
+            return self.transfer
+        return self.score
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -33,5 +41,5 @@ class Individual:
     def from_dict(cls, data: dict[str, Any], primitive_set: PrimitiveSet) -> Individual:
         """Rebuild from JSON; the program is validated, never executed."""
         fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{**{k: v for k, v in data.items() if k in fields},
-                      "program": from_dict(data["program"], primitive_set)})
+        values = {k: v for k, v in data.items() if k in fields}
+        return cls(**{**values, "stage": Stage(values["stage"]), "program": from_dict(data["program"], primitive_set)})

@@ -1,4 +1,4 @@
-"""What a worker does with a job; the same code runs in-process in serial mode.
+"""What a worker does with a job (search/records.py's JobKind); the same code runs in-process in serial mode.
 
 Jobs carry programs as JSON dicts: a worker rebuilds (and validates) the
 program, so nothing but data crosses into it from the coordinator.
@@ -19,7 +19,7 @@ from primitives.serialize import from_dict, load
 from search.config import ConfigError, SearchConfig
 from search.config import from_dict as config_from_dict
 from search.evaluation import BehaviourEvaluator, ProxyTaskEvaluator
-from search.workers import Job
+from search.records import Job, JobKind
 
 
 def resolve_primitive_set(name: str, trusted: bool = True) -> PrimitiveSet:
@@ -82,7 +82,7 @@ def make_evaluator(config: SearchConfig, primitive_set: PrimitiveSet, worker: in
         if config.evaluation.target_constants:
             target = target.with_constants(**dict(config.evaluation.target_constants))
         return BehaviourEvaluator(target, primitive_set)
-    return ProxyTaskEvaluator(config.evaluation, primitive_set, baseline_cache_path(config),
+    return ProxyTaskEvaluator(config, primitive_set, baseline_cache_path(config),
                               worker_device(config.evaluation.device, worker))
 
 
@@ -93,15 +93,11 @@ def build_runner(settings: dict[str, Any]):
     evaluator = make_evaluator(config, primitive_set, settings.get("worker", 0))
 
     def run(job: Job) -> Any:
-        if job.kind == "baseline":
+        if job.kind is JobKind.BASELINE:
             return evaluator.baseline(job.payload["task"])
         program = from_dict(job.payload["program"], primitive_set)  # validates
-        if job.kind == "fingerprint":
-            return fingerprint(program, primitive_set=primitive_set, validated=True)
-        if job.kind == "candidate":
-            return evaluator.evaluate(program).to_dict()
-        if job.kind == "held_out":
-            return evaluator.evaluate_held_out(program).to_dict()
-        raise ValueError(f"unknown job kind {job.kind!r}")
+        if job.kind is JobKind.FINGERPRINT:
+            return fingerprint(program, primitive_set=primitive_set)
+        return evaluator.evaluate(program, job.kind).to_dict()
 
     return run

@@ -231,9 +231,9 @@ OPERATORS: dict[str, Callable] = {
 
 
 def mutate(program: Program, rng: np.random.Generator, primitive_set: PrimitiveSet,
-           limits: Limits = Limits()) -> tuple[Program, str]:
-    """One random mutation (the result may be invalid: callers validate)."""
-    kind = MUTATIONS[int(rng.integers(len(MUTATIONS)))]
+           limits: Limits = Limits(), operators: tuple[str, ...] = MUTATIONS) -> tuple[Program, str]:
+    """One random mutation of one of `operators` (the result may be invalid: callers validate)."""
+    kind = operators[int(rng.integers(len(operators)))]
     return OPERATORS[kind](program, rng, primitive_set, limits)
 
 
@@ -248,12 +248,13 @@ def make_child(
     is_new: Callable[[str], bool],
     limits: Limits = Limits(),
     max_attempts: int = 200,
+    operators: tuple[str, ...] = MUTATIONS,
 ) -> Child | None:
     """Mutate until valid, within limits and structurally new; None after max_attempts."""
     invalid = duplicates = 0
     for attempt in range(1, max_attempts + 1):
         try:
-            child, description = mutate(parent, rng, primitive_set, limits)
+            child, description = mutate(parent, rng, primitive_set, limits, operators)
             validate(child, primitive_set)
             pruned = prune(child)
         except (ProgramError, KindError):

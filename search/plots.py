@@ -7,11 +7,20 @@ plot never disagrees with the record.
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import statistics
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-FAILED = ("error", "timeout", "crashed")
+from search.observers import Observer, Snapshot
+from search.records import FAILED
+
+DPI = 150
+EVERY_SECONDS = 60.0  # plots are redrawn at checkpoints at most this often, and at the end
+log = logging.getLogger("optsearch")
 
 
 def _pyplot():
@@ -24,10 +33,18 @@ def _pyplot():
 
 
 def _save(figure, path: Path) -> Path:
-    """Write the figure as a PNG and free it (pyplot keeps every open figure alive)."""
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    _pyplot().close(figure)
+    """Write the figure as a PNG, all or nothing (a full disk leaves no half file), and free it."""
+    try:
+        figure.tight_layout()
+        temporary = path.with_name(f".{path.name}.partial")
+        try:
+            figure.savefig(temporary, dpi=DPI, format="png")
+            os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+    finally:
+        _pyplot().close(figure)  # pyplot keeps every open figure alive
     return path
 
 
@@ -106,3 +123,51 @@ def loss_curves(best: dict, baselines: dict[str, list[float]], path: Path) -> Pa
                 lines["AdamW"] = baselines[name]
             panels[f"{name} ({entry['score']:+.2f})"] = lines
     return curve_grid(panels, path)
+
+
+class PlotWriter(Observer):
+    """Draws progress.png, pareto.png and loss_curves.png into the run's plots/ at checkpoints.
+
+    Everything is drawn from events.jsonl (and the baselines' curves), so a
+    plot never disagrees with the record. A plot that cannot be written (a
+    full disk, a read-only folder) is a warning: plots never stop a search.
+    """
+
+    def __init__(self, baseline_curves: Callable[[list[str]], dict[str, list[float]]] | None = None,
+                 every_seconds: float = EVERY_SECONDS):
+        self.baseline_curves = baseline_curves
+        self.every_seconds = every_seconds
+        self._last = -math.inf
+        self._warned = False
+
+    def on_checkpoint(self, snapshot: Snapshot, final: bool) -> None:
+        if not final and time.monotonic() - self._last < self.every_seconds:
+            return
+        self._last = time.monotonic()
+        try:
+            write_plots(snapshot, self.baseline_curves)
+        except OSError as exc:
+            if not self._warned:
+                log.warning("could not write plots into %s (%s); the search goes on", snapshot.run_dir / "plots", exc)
+                self._warned = True
+
+
+def write_plots(snapshot: Snapshot, baseline_curves=None) -> list[Path]:
+    """Progress, Pareto front and the best candidate's loss curves, as PNGs in the run's plots/."""
+    import json
+
+    folder = snapshot.run_dir / "plots"
+    folder.mkdir(exist_ok=True)
+    events = []
+    with open(snapshot.run_dir / "events.jsonl", encoding="utf-8") as handle:
+        for line in handle:
+            if line.endswith("\n"):
+                events.append(json.loads(line))
+    paths = [progress(events, snapshot.config.evolution.population, folder / "progress.png"),
+             pareto(events, {m.id for m in snapshot.hall_of_fame}, folder / "pareto.png")]
+    scored = [e for e in events if e["type"] == "candidate" and e["status"] not in FAILED]
+    if scored and baseline_curves is not None:
+        best = max(scored, key=lambda e: e["score"])
+        curves = loss_curves(best, baseline_curves(list(best["tasks"])), folder / "loss_curves.png")
+        paths += [curves] if curves else []
+    return paths

@@ -3,7 +3,7 @@
 Real et al. 2019: a child joins the population when it has been evaluated
 and the oldest member leaves, however good it is, so no lucky early score
 dominates forever. Parents are chosen by tournament: sample `tournament`
-members at random and take the best.
+members at random and take the fittest.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from search.individual import Individual
 
 
 class Population:
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, select_on: str = "full"):
         self.capacity = capacity
+        self.select_on = select_on
         self.members: collections.deque[Individual] = collections.deque()
 
     def __len__(self) -> int:
@@ -29,13 +30,19 @@ class Population:
         return self.members.popleft() if len(self.members) > self.capacity else None
 
     def select(self, rng: np.random.Generator, tournament: int) -> Individual:
-        """The best of `tournament` members drawn without replacement (ties: the younger)."""
+        """The fittest of `tournament` members drawn without replacement (ties: the younger)."""
         size = min(tournament, len(self.members))
         picks = sorted(int(i) for i in rng.choice(len(self.members), size=size, replace=False))
-        return max((self.members[i] for i in picks), key=lambda m: (m.score, m.id))
+        return max((self.members[i] for i in picks), key=lambda m: (m.fitness(self.select_on), m.id))
 
     def best(self) -> Individual:
-        return max(self.members, key=lambda m: (m.score, -m.id))
+        return max(self.members, key=lambda m: (m.fitness(self.select_on), -m.id))
+
+    def update(self, individual: Individual) -> None:
+        """Replace the member with the same id, where it stands in the queue."""
+        for index, member in enumerate(self.members):
+            if member.id == individual.id:
+                self.members[index] = individual
 
     def reset(self, members: list[Individual]) -> None:
         self.members = collections.deque(members[-self.capacity:])

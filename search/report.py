@@ -1,50 +1,47 @@
-"""`optsearch show`: a run's statistics and hall of fame, read from its directory."""
+"""`optsearch show`: a run's statistics and hall of fame, read from its directory (nothing is written)."""
 
 from __future__ import annotations
 
 import collections
 from pathlib import Path
+from typing import Any
 
+from search import replay
 from search.display import hall_of_fame_text
-from search.individual import Individual
-from search.jobs import resolve_primitive_set
-from search.run_store import RunStore
+from search.records import FAILED
 
 
-def summary(run_dir: str | Path, primitive_set_name: str | None = None) -> str:
-    store = RunStore(run_dir)
-    config = store.read_config()
-    events = store.read_events()
-    candidates = [e for e in events if e["type"] == "candidate"]
-    hits = [e for e in events if e["type"] == "cache_hit"]
-    statuses = collections.Counter(e["status"] for e in candidates)
-    stages = collections.Counter(e["stage"] for e in candidates)
+def summary(run_dir: str | Path, primitive_set_name: str | None = None) -> dict[str, Any]:
+    """What `show` prints, as data: the run, its counters and its ranked hall of fame."""
+    recorded = replay.load(run_dir, primitive_set_name=primitive_set_name, trusted=False)
+    state, config = recorded.state, recorded.config
+    candidates = [r for r in recorded.store.read_events() if r["type"] == "candidate"]
+    scored = [e for e in candidates if e["status"] not in FAILED]
+    best = max(scored, key=lambda e: e["score"]) if scored else None
+    return {
+        "run": recorded.run_id, "preset": config.preset, "seed": config.seed,
+        "evaluated": state.counters.evaluated, "max_evals": config.stop.max_evals,
+        "counters": state.counters.to_dict(), "cache_hit_rate": state.counters.cache_hit_rate,
+        "status": dict(sorted(collections.Counter(e["status"] for e in candidates).items())),
+        "stage": dict(sorted(collections.Counter(e["stage"] for e in candidates).items())),
+        "best": None if best is None else {"id": best["id"], "score": best["score"], "mutation": best["mutation"]},
+        "hall_of_fame": state.hall_of_fame.ranked(),
+    }
+
+
+def text(report: dict[str, Any]) -> str:
+    c = report["counters"]
     lines = [
-        f"run {config.get('run_id', Path(run_dir).name)} (preset {config.get('preset')}, seed {config.get('seed')})",
-        f"  candidates evaluated {len(candidates)} of {config['stop']['max_evals']}; behavioural cache hits {len(hits)}",
-        "  status: " + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())),
-        "  stage reached: " + ", ".join(f"{k} {v}" for k, v in sorted(stages.items())),
+        f"run {report['run']} (preset {report['preset']}, seed {report['seed']})",
+        f"  candidates evaluated {report['evaluated']} of {report['max_evals']}; behavioural cache hits "
+        f"{c['fingerprint_hits']}",
+        "  status: " + ", ".join(f"{k} {v}" for k, v in report["status"].items()),
+        "  stage reached: " + ", ".join(f"{k} {v}" for k, v in report["stage"].items()),
     ]
-    scored = [e for e in candidates if e["status"] not in ("error", "timeout", "crashed")]
-    if scored:
-        best = max(scored, key=lambda e: e["score"])
+    if report["best"] is not None:
+        best = report["best"]
         lines.append(f"  best score {best['score']:+.3f} (#{best['id']}, {best['mutation']})")
-    primitive_set = resolve_primitive_set(config["evolution"]["primitive_set"], trusted=primitive_set_name is not None)
-    checkpoint = store.read_checkpoint(config.get("run_id", Path(run_dir).name), _digest(config))
-    if checkpoint is not None:
-        members = [Individual.from_dict(m, primitive_set) for m in checkpoint["hall_of_fame"]]
-        members.sort(key=lambda m: (-m.score, m.complexity, m.state_buffers, m.id))
-        counters = checkpoint["counters"]
-        lines.append(f"  generated {counters['generated']}, invalid {counters['invalid']}, structural cache hits "
-                     f"{counters['structural_hits']}, failed {counters['failed']}, restarts {counters['restarts']}")
-        lines.append(hall_of_fame_text(members))
-    else:
-        lines.append("  (no checkpoint yet: hall of fame not available)")
+    lines.append(f"  generated {c['generated']}, invalid {c['invalid']}, structural cache hits "
+                 f"{c['structural_hits']}, failed {c['failed']}, restarts {c['restarts']}")
+    lines.append(hall_of_fame_text(report["hall_of_fame"]))
     return "\n".join(lines)
-
-
-def _digest(config: dict) -> str:
-    from search import config as config_module
-
-    data = {k: v for k, v in config.items() if k != "run_id"}
-    return config_module.from_dict(data).digest()

@@ -6,8 +6,12 @@ runs/<run_id>/
                      scores, restarts, progress), each with a sequence number;
                      flushed and fsync'ed line by line, so a kill -9 loses at
                      most the line being written
-  checkpoint.json    population, hall of fame, caches, RNG state, counters; written
-                     to a temporary file, fsync'ed, then renamed over the old one
+  checkpoint.json    the RNG state, the elapsed time, and a summary of the state
+                     (counters, population and hall-of-fame ids) that the replayed
+                     events must reproduce; written to a temporary file, fsync'ed,
+                     then renamed over the old one
+  hall_of_fame.json  the ranked Pareto front with programs and scores (for people)
+  lock               the PID of the process running the search (an flock)
   timings.jsonl      wall-clock seconds per candidate in deterministic mode, kept
                      out of events.jsonl so that two such runs write it byte for byte
 
@@ -23,7 +27,6 @@ import errno
 import fcntl
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +35,11 @@ from primitives.files import atomic_write_text
 
 CHECKPOINT_SCHEMA = "optsearch.checkpoint"
 # 2: structural hashes the same in every process, refinement stopping early;
-# 3: fingerprints from the NumPy probe, rounded on the float's bit pattern.
-CHECKPOINT_VERSION = 3
+# 3: fingerprints from the NumPy probe, rounded on the float's bit pattern;
+# 4: event-sourced state (the checkpoint holds the RNG and a summary to check the
+#    replayed events against), typed events, fingerprints from the torch probe.
+CHECKPOINT_VERSION = 4
+HALL_OF_FAME = "hall_of_fame.json"
 
 
 class RunDirError(OptsearchError):
@@ -134,8 +140,8 @@ class RunStore:
 
     # --- events ------------------------------------------------------------------
 
-    def read_events(self, repair: bool = False) -> list[dict[str, Any]]:
-        """Every complete event, in order.
+    def read_records(self, repair: bool = False) -> list[tuple[int, dict[str, Any]]]:
+        """(line number, record) of every complete event, in order.
 
         A record is complete when its newline is on disk (append_event writes
         the newline last), so an unterminated last line is the write a kill
@@ -144,7 +150,7 @@ class RunStore:
         if not self.events_path.exists():
             return []
         raw = self.events_path.read_bytes()
-        events, position, number = [], 0, 0
+        records, position, number = [], 0, 0
         while (newline := raw.find(b"\n", position)) != -1:
             number += 1
             line = raw[position:newline]
@@ -152,16 +158,19 @@ class RunStore:
             if not line.strip():
                 continue
             try:
-                event = json.loads(line)
+                record = json.loads(line)
             except (ValueError, RecursionError) as exc:
                 raise RunDirError(f"{self.events_path}, line {number}: damaged record ({exc})") from None
-            if not isinstance(event, dict) or "seq" not in event:
+            if not isinstance(record, dict) or "seq" not in record:
                 raise RunDirError(f"{self.events_path}, line {number}: not an event record")
-            events.append(event)
+            records.append((number, record))
         if repair and position < len(raw):
             with open(self.events_path, "r+b") as handle:
                 handle.truncate(position)
-        return events
+        return records
+
+    def read_events(self) -> list[dict[str, Any]]:
+        return [record for _, record in self.read_records()]
 
     def append_event(self, event: dict[str, Any]) -> None:
         if self._events is None:
@@ -174,12 +183,7 @@ class RunStore:
         with open(self.timings_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
-    def iter_events(self, kind: str | None = None) -> Iterator[dict[str, Any]]:
-        for event in self.read_events():
-            if kind is None or event.get("type") == kind:
-                yield event
-
-    # --- checkpoint ----------------------------------------------------------------
+    # --- checkpoint and hall of fame -------------------------------------------------
 
     def write_checkpoint(self, state: dict[str, Any]) -> None:
         atomic_write_json(self.checkpoint_path, {"schema": CHECKPOINT_SCHEMA, "version": CHECKPOINT_VERSION, **state})
@@ -195,12 +199,17 @@ class RunStore:
         if not isinstance(data, dict) or data.get("schema") != CHECKPOINT_SCHEMA:
             raise RunDirError(f"{self.checkpoint_path} is not an optsearch checkpoint; nothing was changed")
         if data.get("version") != CHECKPOINT_VERSION:
-            raise RunDirError(f"checkpoint version {data.get('version')!r} is not supported "
-                              f"(this optsearch reads {CHECKPOINT_VERSION}); nothing was changed")
+            raise RunDirError(f"checkpoint version {data.get('version')!r} is not supported (this optsearch reads "
+                              f"version {CHECKPOINT_VERSION}; the run was written by another version of optsearch); "
+                              f"nothing was changed")
         if data.get("run_id") != run_id or data.get("config_digest") != config_digest:
             raise RunDirError(f"checkpoint {self.checkpoint_path} belongs to another run or configuration "
                               f"(run {data.get('run_id')!r}); nothing was changed")
         return data
+
+    def write_hall_of_fame(self, members: list[dict[str, Any]]) -> None:
+        """hall_of_fame.json: the ranked front, readable (PySR's hall_of_fame.csv, as JSON)."""
+        atomic_write_text(self.path / HALL_OF_FAME, json.dumps(members, indent=1, allow_nan=True) + "\n")
 
     def close(self) -> None:
         if self._events is not None:

@@ -2,28 +2,39 @@
 
 Layout (one experiment per campaign, "optsearch-<preset>" unless configured):
   parent run   params: the resolved config (section.key); tags: engine,
-               primitive-set and task-suite versions, run directory;
+               primitive-set and task-suite versions, run directory and id;
                metrics over evaluations: best score, held-out score of the
                best, cache hit rate, evals/s, invalid and failed counts;
                artifacts: plots/, hall_of_fame.json
-  child runs   one per evaluated candidate (failures too, with their status);
-               tags: program hash, fingerprint, parent hash, mutation, stage,
+  child runs   one per evaluated candidate (failures too, with their status),
+               with the candidate's own start and end time; tags: candidate
+               id, program hash, fingerprint, parent hash, mutation, stage,
                status, the program text; params: program length, state
-               buffers, tuned learning rate per task; metrics: score, and
-               each task's score and final losses; artifacts: program.json,
-               program.txt (and program.tex once it can be simplified)
+               buffers, tuned learning rate per task; metrics: score, each
+               task's score and final losses, the held-out and transfer
+               scores when they come; artifacts: program.json, program.txt
+               and program.tex
 Cache hits are counted on the parent, not logged as runs.
 
-Only the coordinator writes, and it creates the store before any worker
-starts (concurrent first-time initialisation of one SQLite file fails).
-events.jsonl is the source of truth: a tracking failure (server down, disk
-full, locked database) warns once and the search goes on; candidates not
-yet logged wait in a backlog that is retried now and then, and that a
-resumed search picks up from tracking.json in the run directory.
+The tracker is an observer (search/observers.py); only the coordinator writes.
+events.jsonl is the source of truth, and MLflow holds exactly one child run
+per recorded candidate, however often the search was killed and resumed:
+which candidates are logged is read back from MLflow itself (the child runs'
+candidate-id tags; a child left half-written by a kill is deleted and logged
+again), never from a counter that a kill could leave behind. tracking.json in
+the run directory only names the parent run.
+
+A tracking failure (server down, disk full, locked database) warns once and
+the search goes on; what is not logged yet waits in a backlog, retried now
+and then and picked up by a resumed search. A new SQLite store is created
+under a file lock (concurrent first-time initialisation of one SQLite file
+fails), and a failed connection is retried like any other failure.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -33,17 +44,22 @@ from pathlib import Path
 from typing import Any
 
 from primitives.errors import OptsearchError
+from primitives.files import atomic_write_text
 from primitives.serialize import from_dict
-from search.run_store import atomic_write_json
+from search.events import CacheHit, CandidateEvaluated, Event, HeldOutScored, TransferScored
+from search.observers import Observer, Snapshot
+from search.records import FAILED
 
 log = logging.getLogger("optsearch.tracking")
 
 
 class TrackingError(OptsearchError):
     """A tracking store or experiment that does not exist or cannot be read."""
+
+
 RETRY_SECONDS = 30.0  # after a failure, wait this long before trying again
 STATE_FILE = "tracking.json"
-PROGRAM_TAG_LIMIT = 5000  # MLflow tag values are limited in length
+TAG_LIMIT = 5000  # MLflow tag values are limited in length
 
 
 def tracking_uri(configured: str = "") -> str:
@@ -81,22 +97,48 @@ def flatten(config: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
-class MlflowTracker:
-    """The search's hooks: on_start, on_candidate, on_held_out, on_checkpoint, on_end."""
+@contextlib.contextmanager
+def store_lock(uri: str):
+    """An exclusive lock beside a SQLite store while it is opened (and maybe created); no-op for others."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    database = Path(uri[len("sqlite:///"):])
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
+
+def open_client(uri: str):
+    """An MlflowClient on `uri`, its store created (under store_lock) if it is new."""
+    from mlflow.tracking import MlflowClient
+
+    with store_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)  # the first call creates a new store's tables
+    return client
+
+
+class MlflowTracker(Observer):
     def __init__(self, uri: str = "", experiment: str = ""):
         _quiet_http()
         self.uri = tracking_uri(uri)
         self.experiment_name = experiment
         self.client = None
+        self.experiment_id: str | None = None
         self.parent_id: str | None = None
-        self.backlog: list[dict] = []  # events recorded but not yet logged
+        self.children: dict[int, str] = {}  # candidate id -> its child run
+        self.backlog: list[dict] = []  # candidate events recorded but not yet logged
         self.failed_at: float | None = None
         self.warned = False
         self.logged = 0
         self.seconds = 0.0  # time spent in tracking (the overhead benchmark reads it)
-        self._state_path: Path | None = None
         self._hashes: dict[int, str] = {}  # candidate id -> structural hash (children tag their parent's)
+        self._run_dir: Path | None = None
 
     # --------------------------------------------------------------- failure handling
 
@@ -119,65 +161,138 @@ class MlflowTracker:
     def _may_try(self) -> bool:
         return self.failed_at is None or time.monotonic() - self.failed_at >= RETRY_SECONDS
 
+    @property
+    def connected(self) -> bool:
+        return self.parent_id is not None and self.client is not None
+
+    def _ensure_connected(self, snapshot: Snapshot) -> bool:
+        if self.connected:
+            return True
+        return self._may_try() and self._guard("connecting", self._connect, snapshot)
+
     # --------------------------------------------------------------- hooks
 
-    def on_start(self, search) -> None:
-        self.primitive_set = search.primitive_set
-        self._state_path = search.store.path / STATE_FILE
-        saved = json.loads(self._state_path.read_text()) if self._state_path.exists() else {}
-        self.parent_id = saved.get("parent_run_id")
-        logged_seq = saved.get("logged_seq", 0)
-        for event in search.store.read_events():
-            if event["type"] == "candidate":
-                self._hashes[event["id"]] = event["structural_hash"]
-                if event["seq"] > logged_seq:
-                    self.backlog.append(event)  # recorded while tracking was down or before a crash
-        self._guard("connecting", self._connect, search)
-
-    def _connect(self, search) -> None:
-        from mlflow.tracking import MlflowClient
-
-        self.client = MlflowClient(tracking_uri=self.uri)
-        name = self.experiment_name or search.config.tracking.experiment or f"optsearch-{search.config.preset}"
-        experiment = self.client.get_experiment_by_name(name)
-        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(name)
-        if self.parent_id is None:
-            from mlflow.entities import Param
-
-            from proxy_tasks.registry import TASKS
-
-            run = self.client.create_run(experiment_id, run_name=search.run_id, tags={
-                "optsearch.kind": "search", "optsearch.run_dir": str(search.store.path),
-                "optsearch.engine_version": engine_version(),
-                "optsearch.primitive_set": search.config.evolution.primitive_set,
-                "optsearch.primitive_set_version": search.primitive_set.version,
-                "optsearch.task_suite": ",".join(sorted(t.key for t in TASKS.values()))[:PROGRAM_TAG_LIMIT],
-            })
-            self.parent_id = run.info.run_id
-            params = [Param(k, v[:6000]) for k, v in flatten(search.config.to_dict()).items()]
-            for start in range(0, len(params), 100):
-                self.client.log_batch(self.parent_id, params=params[start:start + 100])
-        else:
-            self.client.update_run(self.parent_id, status="RUNNING")
-        self.experiment_id = experiment_id
-        self._save_state(search)
-
-    def _save_state(self, search) -> None:
-        done = max((e["seq"] for e in search.store.read_events() if e["type"] == "candidate"), default=0)
-        pending = min((e["seq"] for e in self.backlog), default=None)
-        logged_seq = done if pending is None else pending - 1
-        atomic_write_json(self._state_path, {"uri": self.uri, "parent_run_id": self.parent_id,
-                                             "logged_seq": logged_seq})
-
-    def on_candidate(self, search, event: dict) -> None:
-        self._hashes[event["id"]] = event["structural_hash"]
-        self.backlog.append(event)
+    def on_start(self, snapshot: Snapshot) -> None:
+        self._run_dir = snapshot.run_dir
+        self.primitive_set_name = snapshot.config.evolution.primitive_set
+        for line in _event_lines(snapshot.run_dir):
+            if line.get("type") == "candidate":
+                self._hashes[line["id"]] = line["structural_hash"]
+                self.backlog.append(line)  # logged ones are dropped once MLflow says which
+        self._ensure_connected(snapshot)
         self.flush()
 
+    def _saved_parent(self) -> str | None:
+        """The parent run named in tracking.json; a damaged file is set aside with a warning, never fatal."""
+        path = self._run_dir / STATE_FILE
+        if not path.exists():
+            return None
+        try:
+            saved = json.loads(path.read_text())
+            parent = saved["parent_run_id"]
+            if not isinstance(parent, str) or not parent.isalnum():
+                raise ValueError(f"parent_run_id {parent!r}")
+            return parent
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+            aside = path.with_name(f"{STATE_FILE}.damaged-{int(time.time())}")
+            os.replace(path, aside)
+            log.warning("%s is damaged (%s); kept as %s; looking the search's parent run up in MLflow by its "
+                        "run directory instead", path, exc, aside.name)
+            return None
+
+    def _connect(self, snapshot: Snapshot) -> None:
+        self.client = open_client(self.uri)
+        name = self.experiment_name or snapshot.config.tracking.experiment or f"optsearch-{snapshot.config.preset}"
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is None:
+            try:
+                self.experiment_id = self.client.create_experiment(name)
+            except Exception:  # noqa: BLE001 -- another search created it first: use theirs
+                experiment = self.client.get_experiment_by_name(name)
+                if experiment is None:
+                    raise
+                self.experiment_id = experiment.experiment_id
+        else:
+            self.experiment_id = experiment.experiment_id
+        parent = self._saved_parent() or self._find_parent(snapshot)
+        if parent is None:
+            parent = self._create_parent(snapshot)
+        else:
+            self.client.update_run(parent, status="RUNNING")
+        self.parent_id = parent
+        atomic_write_text(self._run_dir / STATE_FILE, json.dumps({"uri": self.uri, "parent_run_id": parent}))
+        self._read_logged_children()
+
+    def _find_parent(self, snapshot: Snapshot) -> str | None:
+        runs = self.client.search_runs([self.experiment_id], f"tags.`optsearch.run_id` = '{snapshot.run_id}' and "
+                                                             f"tags.`optsearch.kind` = 'search'", max_results=2)
+        return runs[0].info.run_id if runs else None
+
+    def _create_parent(self, snapshot: Snapshot) -> str:
+        from mlflow.entities import Param
+
+        from proxy_tasks.registry import TASKS
+
+        run = self.client.create_run(self.experiment_id, run_name=snapshot.run_id, tags={
+            "optsearch.kind": "search", "optsearch.run_dir": str(snapshot.run_dir),
+            "optsearch.run_id": snapshot.run_id, "optsearch.engine_version": engine_version(),
+            "optsearch.primitive_set": snapshot.config.evolution.primitive_set,
+            "optsearch.primitive_set_version": _primitive_set(snapshot.config.evolution.primitive_set).version,
+            "optsearch.task_suite": ",".join(sorted(t.key for t in TASKS.values()))[:TAG_LIMIT],
+        })
+        params = [Param(k, v[:6000]) for k, v in flatten(snapshot.config.to_dict()).items()]
+        for start in range(0, len(params), 100):
+            self.client.log_batch(run.info.run_id, params=params[start:start + 100])
+        return run.info.run_id
+
+    def _read_logged_children(self) -> None:
+        """Which candidates MLflow already holds; a child a kill left half-written is deleted (logged again)."""
+        token = None
+        while True:
+            page = self.client.search_runs([self.experiment_id], f"tags.`mlflow.parentRunId` = '{self.parent_id}'",
+                                           max_results=1000, page_token=token)
+            for run in page:
+                candidate = run.data.tags.get("optsearch.candidate_id")
+                if candidate is None:
+                    continue
+                if run.info.status == "RUNNING" or int(candidate) in self.children:
+                    self.client.delete_run(run.info.run_id)
+                else:
+                    self.children[int(candidate)] = run.info.run_id
+            token = page.token
+            if not token:
+                break
+        self.backlog = [e for e in self.backlog if e["id"] not in self.children]
+
+    def on_event(self, event: Event, snapshot: Snapshot) -> None:
+        if isinstance(event, CandidateEvaluated):
+            record = event.to_dict()
+            self._hashes[event.id] = event.structural_hash
+            self.backlog.append(record)
+            if self._ensure_connected(snapshot):
+                self.flush()
+        elif isinstance(event, (HeldOutScored, TransferScored)) and self.connected and self._may_try():
+            name = "held_out_score" if isinstance(event, HeldOutScored) else "transfer_score"
+            self._guard(f"logging a {name}", self._log_later_score, event, name, snapshot)
+        elif isinstance(event, CacheHit):
+            pass  # counted in the parent's progress metrics
+
+    def _log_later_score(self, event, name: str, snapshot: Snapshot) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        child = self.children.get(event.id)
+        if child is not None:
+            metrics = [Metric(name, float(event.score), now, 0)]
+            metrics += [Metric(f"{name}.{task}", float(entry["score"]), now, 0) for task, entry in event.tasks.items()]
+            self.client.log_batch(child, metrics=metrics)
+        best = snapshot.best
+        if isinstance(event, HeldOutScored) and best is not None and best.id == event.id:
+            self.client.log_batch(self.parent_id, metrics=[Metric("held_out_score_of_best", float(event.score), now,
+                                                                  snapshot.counters.evaluated)])
+
     def flush(self) -> None:
-        if not self.backlog or not self._may_try():
-            return
-        if self.client is None or self.parent_id is None:
+        if not self.backlog or not self.connected or not self._may_try():
             return
         while self.backlog:
             if not self._guard("logging a candidate", self._log_candidate, self.backlog[0]):
@@ -187,20 +302,22 @@ class MlflowTracker:
         self.failed_at = None
 
     def _log_candidate(self, event: dict) -> None:
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric, Param
 
-        program_text = from_dict(event["program"], self.primitive_set).text()
+        program_text = from_dict(event["program"], _primitive_set(self.primitive_set_name)).text()
         parent_hash = self._hashes.get(event.get("parent"), "") if event.get("parent") is not None else ""
         tags = {
             "mlflow.parentRunId": self.parent_id, "optsearch.kind": "candidate",
             "optsearch.candidate_id": str(event["id"]), "optsearch.program_hash": event["structural_hash"],
             "optsearch.fingerprint": event["fingerprint"], "optsearch.parent_hash": parent_hash,
-            "optsearch.mutation": event["mutation"][:PROGRAM_TAG_LIMIT], "optsearch.stage": event["stage"],
-            "optsearch.status": event["status"], "optsearch.program": program_text[:PROGRAM_TAG_LIMIT],
+            "optsearch.mutation": event["mutation"][:TAG_LIMIT], "optsearch.stage": event["stage"],
+            "optsearch.status": event["status"], "optsearch.program": program_text[:TAG_LIMIT],
         }
         if event.get("reason"):
-            tags["optsearch.reason"] = event["reason"][-PROGRAM_TAG_LIMIT:]
-        run = self.client.create_run(self.experiment_id, run_name=f"candidate-{event['id']}", tags=tags)
+            tags["optsearch.reason"] = event["reason"][-TAG_LIMIT:]
+        started = event.get("started")
+        run = self.client.create_run(self.experiment_id, run_name=f"candidate-{event['id']}", tags=tags,
+                                     start_time=int(started * 1000) if started else None)
         timestamp = int(time.time() * 1000)
         metrics = [Metric("score", float(event["score"]), timestamp, 0)]
         params = [Param("program_length", str(len(event["program"]["body"]))),
@@ -217,83 +334,76 @@ class MlflowTracker:
         with tempfile.TemporaryDirectory() as folder:
             Path(folder, "program.json").write_text(json.dumps(event["program"], indent=2))
             Path(folder, "program.txt").write_text(program_text + "\n")
-            latex = _program_latex(event["program"])
+            latex = _program_latex(event["program"], self.primitive_set_name)
             if latex:
                 Path(folder, "program.tex").write_text(latex + "\n")
             self.client.log_artifacts(run.info.run_id, folder)
-        status = "FAILED" if event["status"] in ("error", "timeout", "crashed") else "FINISHED"
-        self.client.set_terminated(run.info.run_id, status=status)
+        finished = event.get("finished")
+        self.client.set_terminated(run.info.run_id, status="FAILED" if event["status"] in FAILED else "FINISHED",
+                                   end_time=int(finished * 1000) if finished else None)
+        self.children[event["id"]] = run.info.run_id
 
-    def on_held_out(self, search, candidate_id: int, score: float) -> None:
-        if self.client is None or not self._may_try():
+    def on_checkpoint(self, snapshot: Snapshot, final: bool) -> None:
+        if not self._ensure_connected(snapshot):
             return
-        best = search.population.best() if len(search.population) else None
-        if best is not None and best.id == candidate_id:
-            self._guard("logging a held-out score", self._metric, "held_out_score_of_best", score,
-                        search.counters.evaluated)
-
-    def _metric(self, name: str, value: float, step: int) -> None:
-        from mlflow.entities import Metric
-
-        self.client.log_batch(self.parent_id, metrics=[Metric(name, float(value), int(time.time() * 1000), step)])
-
-    def on_checkpoint(self, search, final: bool = False) -> None:
-        if self.client is None:
-            if not self._may_try():
-                return
-            if not self._guard("connecting", self._connect, search):
-                return
         self.flush()
-        if not self._may_try():
-            return
-        self._guard("logging progress", self._log_progress, search, final)
-        self._guard("saving tracking state", self._save_state, search)
+        if self._may_try():
+            self._guard("logging progress", self._log_progress, snapshot)
 
-    def _log_progress(self, search, final: bool) -> None:
+    def _log_progress(self, snapshot: Snapshot) -> None:
         from mlflow.entities import Metric
 
-        c = search.counters
+        c = snapshot.counters
         step, now = c.evaluated, int(time.time() * 1000)
         values = {"evaluated": c.evaluated, "trained": c.trained, "failed": c.failed, "invalid": c.invalid,
                   "cache_hit_rate": c.cache_hit_rate, "fingerprint_hits": c.fingerprint_hits,
-                  "evals_per_second": c.evaluated / max(search._elapsed(), 1e-9)}
-        if search.best_score > -float("inf"):
-            values["best_score"] = search.best_score
-        metrics = [Metric(k, float(v), now, step) for k, v in values.items()]
-        self.client.log_batch(self.parent_id, metrics=metrics)
-        with tempfile.TemporaryDirectory() as folder:
-            members = [m.to_dict() for m in search.hall_of_fame.ranked()]
-            Path(folder, "hall_of_fame.json").write_text(json.dumps(members, indent=1))
-            self.client.log_artifacts(self.parent_id, folder)
-        plots = [p for p in getattr(search, "plot_paths", []) if p and Path(p).exists()]
+                  "evals_per_second": snapshot.rate}
+        if snapshot.best_score > -float("inf"):
+            values["best_score"] = snapshot.best_score
+        self.client.log_batch(self.parent_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()])
+        hall_of_fame = snapshot.run_dir / "hall_of_fame.json"
+        if hall_of_fame.exists():
+            self.client.log_artifact(self.parent_id, str(hall_of_fame))
+        plots = sorted((snapshot.run_dir / "plots").glob("*.png"))
         if plots:
             with tempfile.TemporaryDirectory() as folder:
                 for path in plots:
-                    Path(folder, Path(path).name).write_bytes(Path(path).read_bytes())
+                    Path(folder, path.name).write_bytes(path.read_bytes())
                 self.client.log_artifacts(self.parent_id, folder, "plots")
 
-    def on_end(self, search, stopped_by: str) -> None:
-        if self.client is None or self.parent_id is None:
+    def on_end(self, snapshot: Snapshot, stopped_by: str) -> None:
+        if not self.connected:
             return
         self.failed_at = None  # one last try at the backlog
         self.flush()
-        status = "KILLED" if stopped_by == "interrupted" else "FINISHED"
-        self._guard("closing the parent run", self._end, search, status)
+        self._guard("closing the parent run", self._end, stopped_by)
 
-    def _end(self, search, status: str) -> None:
-        self.client.set_tag(self.parent_id, "optsearch.stopped_by", search.result().stopped_by or status.lower())
-        self.client.set_terminated(self.parent_id, status=status)
-        self._save_state(search)
+    def _end(self, stopped_by: str) -> None:
+        self.client.set_tag(self.parent_id, "optsearch.stopped_by", stopped_by)
+        self.client.set_terminated(self.parent_id, status="KILLED" if stopped_by == "interrupted" else "FINISHED")
 
 
-def _program_latex(program_dict: dict) -> str:
-    """The simplified update rule in LaTeX, when the simplifier is available."""
+def _event_lines(run_dir: Path) -> list[dict]:
+    """The run's events as dicts (the engine has checked them)."""
+    path = run_dir / "events.jsonl"
+    if not path.exists():
+        return []
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.endswith("\n") and line.strip()]
+
+
+def _primitive_set(name: str):
+    from search.jobs import resolve_primitive_set
+
+    return resolve_primitive_set(name)
+
+
+def _program_latex(program_dict: dict, primitive_set_name: str) -> str:
+    """The simplified update rule in LaTeX ("" when there is none)."""
+    from primitives.simplify import latex_of_dict
+
     try:
-        from primitives.simplify import latex_of_dict
-    except ImportError:
-        return ""
-    try:
-        return latex_of_dict(program_dict)
+        return latex_of_dict(program_dict, _primitive_set(primitive_set_name))
     except Exception:  # noqa: BLE001 -- a formula is a nicety, never a reason to lose the run
         return ""
 
@@ -307,15 +417,22 @@ def make_tracker(config) -> MlflowTracker | None:
 def leaderboard(uri: str = "", experiment: str = "", top: int = 20) -> list[dict[str, Any]]:
     """The best candidates across searches, from MLflow."""
     _quiet_http()
-    from mlflow.tracking import MlflowClient
+    try:
+        return _leaderboard(uri, experiment, top)
+    except TrackingError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- a dead server or a foreign store is the user's to fix
+        raise TrackingError(f"cannot read the tracking store {tracking_uri(uri)}: {exc}") from None
 
-    client = MlflowClient(tracking_uri=tracking_uri(uri))
+
+def _leaderboard(uri: str, experiment: str, top: int) -> list[dict[str, Any]]:
+    client = open_client(tracking_uri(uri))
     if experiment:
         found = client.get_experiment_by_name(experiment)
         if found is None:
             names = [e.name for e in client.search_experiments()]
             raise TrackingError(f"no experiment named {experiment!r} in {tracking_uri(uri)}; "
-                             f"experiments: {', '.join(names) or 'none'}")
+                                f"experiments: {', '.join(names) or 'none'}")
         ids = [found.experiment_id]
     else:
         ids = [e.experiment_id for e in client.search_experiments() if e.name.startswith("optsearch")]
@@ -329,7 +446,8 @@ def leaderboard(uri: str = "", experiment: str = "", top: int = 20) -> list[dict
         parent = run.data.tags.get("mlflow.parentRunId", "")
         if parent and parent not in parents:
             parents[parent] = client.get_run(parent).info.run_name
-        rows.append({"score": run.data.metrics.get("score"), "search": parents.get(parent, ""),
+        rows.append({"score": run.data.metrics.get("score"), "held_out": run.data.metrics.get("held_out_score"),
+                     "transfer": run.data.metrics.get("transfer_score"), "search": parents.get(parent, ""),
                      "candidate": run.data.tags.get("optsearch.candidate_id"),
                      "hash": run.data.tags.get("optsearch.program_hash"),
                      "program": run.data.tags.get("optsearch.program", "")})

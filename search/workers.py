@@ -16,6 +16,9 @@ job instead of taking the machine down.
 
 SerialPool runs jobs in the calling process, one at a time, in order: the
 deterministic mode (no timeouts there, and a crash is the caller's crash).
+
+Both implement the execution protocol (search/execution.py): free_slots,
+submit, poll, cancel, close.
 """
 
 from __future__ import annotations
@@ -31,29 +34,14 @@ from typing import Any
 import multiprocess
 from multiprocess.connection import wait
 
+from search.records import Completion, Job, Status
+
 # Time a fresh worker may take to import torch and build its evaluator
 # before its first job's clock starts.
 STARTUP_GRACE = 120.0
 # Workers that die before finishing any job, in a row, before the pool gives
 # up: a worker that cannot start would otherwise be replaced for ever.
 MAX_EARLY_DEATHS = 3
-
-
-@dataclasses.dataclass(frozen=True)
-class Job:
-    id: int
-    kind: str  # "candidate" | "held_out" | "baseline"
-    payload: dict[str, Any]
-
-
-@dataclasses.dataclass(frozen=True)
-class Completion:
-    job: Job
-    status: str  # "ok" | "error" | "timeout" | "crashed"
-    result: Any
-    reason: str
-    worker: int
-    seconds: float
 
 
 # The function a worker calls to build its job runner: settings -> (job -> result).
@@ -87,7 +75,7 @@ def _worker_main(conn, factory: RunnerFactory, settings: dict[str, Any], memory_
             return
         if job is None:
             return
-        conn.send(("started", job.id, None))
+        conn.send(("started", job.id, time.time()))
         try:
             result = run(job)
         except BaseException:  # noqa: BLE001 -- every failure of a candidate is data
@@ -103,7 +91,8 @@ class _Worker:
     conn: Any
     job: Job | None = None
     sent: float = 0.0
-    started: float | None = None  # when the worker acknowledged the job
+    started: float | None = None  # when the worker acknowledged the job (monotonic clock)
+    started_at: float = 0.0  # the same moment on the wall clock, as the worker read it
     fresh: bool = True  # has not finished a job yet (startup grace)
 
 
@@ -117,7 +106,6 @@ class WorkerPool:
         self._context = multiprocess.get_context("spawn")
         self._next_index = 0
         self.workers: list[_Worker] = [self._spawn() for _ in range(size)]
-        self.replaced = 0
         self._early_deaths = 0
 
     def _spawn(self) -> _Worker:
@@ -133,13 +121,8 @@ class WorkerPool:
         self._next_index += 1
         return worker
 
-    @property
-    def idle(self) -> int:
+    def free_slots(self) -> int:
         return sum(w.job is None for w in self.workers)
-
-    @property
-    def busy(self) -> int:
-        return self.size - self.idle
 
     def submit(self, job: Job) -> None:
         worker = next(w for w in self.workers if w.job is None)
@@ -155,7 +138,13 @@ class WorkerPool:
         worker.process.join(timeout=10)
         worker.conn.close()
         self.workers[self.workers.index(worker)] = self._spawn()
-        self.replaced += 1
+
+    def cancel(self, job_id: int) -> None:
+        """Stop a job now: its worker is killed and replaced, and no completion comes for it."""
+        for worker in self.workers:
+            if worker.job is not None and worker.job.id == job_id:
+                worker.job = None
+                self._replace(worker)
 
     def _deadline(self, worker: _Worker) -> float:
         if worker.started is not None:
@@ -186,10 +175,10 @@ class WorkerPool:
                     if self._early_deaths >= MAX_EARLY_DEATHS:
                         raise RuntimeError(f"{MAX_EARLY_DEATHS} workers in a row died before finishing a job "
                                            f"(last: {why}); see their output above")
-                completions.append(self._finish(worker, "crashed", None, f"worker process died ({why})"))
+                completions.append(self._finish(worker, Status.CRASHED, None, f"worker process died ({why})"))
                 self._replace(worker)
             elif time.monotonic() > self._deadline(worker):
-                completions.append(self._finish(worker, "timeout", None,
+                completions.append(self._finish(worker, Status.TIMEOUT, None,
                                                 f"no result after {self.timeout:g}s; worker killed"))
                 self._replace(worker)
         return completions
@@ -202,20 +191,23 @@ class WorkerPool:
             except (EOFError, OSError):
                 break  # died mid-message: the sentinel check reports it
             if kind == "started":
-                worker.started = time.monotonic()
+                worker.started, worker.started_at = time.monotonic(), value
             elif kind == "broken":
                 raise RuntimeError(f"a worker could not start:\n{value}")
-            else:
-                out.append(self._finish(worker, kind, value if kind == "ok" else None, value if kind != "ok" else ""))
+            elif job_id == worker.job.id:
+                ok = kind == "ok"
+                out.append(self._finish(worker, Status(kind), value if ok else None, "" if ok else value))
         return out
 
-    def _finish(self, worker: _Worker, status: str, result: Any, reason: str) -> Completion:
-        if status != "crashed":
+    def _finish(self, worker: _Worker, status: Status, result: Any, reason: str) -> Completion:
+        if status is not Status.CRASHED:
             self._early_deaths = 0
         job = worker.job
         start = worker.started if worker.started is not None else worker.sent
-        completion = Completion(job, status, result, reason, worker.index, time.monotonic() - start)
-        worker.job, worker.started, worker.fresh = None, None, False
+        now = time.time()
+        completion = Completion(job, status, result, reason, worker.index, time.monotonic() - start,
+                                worker.started_at or now, now)
+        worker.job, worker.started, worker.started_at, worker.fresh = None, None, 0.0, False
         return completion
 
     def close(self) -> None:
@@ -234,33 +226,30 @@ class WorkerPool:
 
 
 class SerialPool:
-    """The same interface, one job at a time in this process (deterministic mode)."""
+    """The same protocol, one job at a time in this process (deterministic mode)."""
 
     def __init__(self, factory: RunnerFactory, settings: dict[str, Any]):
         self.size = 1
         self.run = factory(settings)
         self._done: list[Completion] = []
-        self.replaced = 0
 
-    @property
-    def idle(self) -> int:
+    def free_slots(self) -> int:
         return 0 if self._done else 1
 
-    @property
-    def busy(self) -> int:
-        return len(self._done)
-
     def submit(self, job: Job) -> None:
-        start = time.perf_counter()
+        started, start = time.time(), time.perf_counter()
         try:
-            completion = Completion(job, "ok", self.run(job), "", 0, 0.0)
+            status, result, reason = Status.OK, self.run(job), ""
         except Exception:  # noqa: BLE001
-            completion = Completion(job, "error", None, traceback.format_exc(limit=20), 0, 0.0)
-        self._done.append(dataclasses.replace(completion, seconds=time.perf_counter() - start))
+            status, result, reason = Status.ERROR, None, traceback.format_exc(limit=20)
+        self._done.append(Completion(job, status, result, reason, 0, time.perf_counter() - start, started, time.time()))
 
     def poll(self, timeout: float | None = None) -> list[Completion]:
         done, self._done = self._done, []
         return done
+
+    def cancel(self, job_id: int) -> None:
+        self._done = [c for c in self._done if c.job.id != job_id]
 
     def close(self) -> None:
         pass

@@ -40,7 +40,7 @@ def test_smoke_search_end_to_end(tmp_path, baseline_cache):
     assert result.hall_of_fame and result.best is not None
     assert all(m.held_out is not None for m in result.hall_of_fame)  # meta-validated at the end
     checkpoint = json.loads((tmp_path / "run" / "checkpoint.json").read_text())
-    assert checkpoint["counters"]["evaluated"] == 10
+    assert checkpoint["state"]["counters"]["evaluated"] == 10
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["preset"] == "smoke"
 
@@ -205,19 +205,19 @@ def test_mechanics_evolution_finds_lion_from_adamw(tmp_path, monkeypatch):
     assert result.best.state_buffers >= 1  # it found momentum, not a stateless approximation
 
 
-def test_a_workers_fingerprint_job_decodes_validates_and_fingerprints_once():
-    """The job decodes (and so validates) the program, then fingerprints it without validating again."""
+def test_a_workers_fingerprint_job_decodes_and_validates_the_program():
+    """A worker rebuilds (and so validates) the program from JSON before it runs anything."""
     from primitives.fingerprint import fingerprint
     from primitives.known import KNOWN_PROGRAMS
     from primitives.program import ProgramError
     from primitives.serialize import to_dict
     from search.jobs import build_runner
-    from search.workers import Job
+    from search.records import Job, JobKind
 
     runner = build_runner({"config": behaviour_config().to_dict()})
     program = KNOWN_PROGRAMS["lion"]
-    assert runner(Job(1, "fingerprint", {"program": to_dict(program)})) == fingerprint(program)
+    assert runner(Job(1, JobKind.FINGERPRINT, {"program": to_dict(program)})) == fingerprint(program)
     broken = to_dict(program)
     broken["body"][0]["op"] = "no_such_op"
     with pytest.raises(ProgramError, match="no_such_op"):
-        runner(Job(2, "fingerprint", {"program": broken}))
+        runner(Job(2, JobKind.FINGERPRINT, {"program": broken}))

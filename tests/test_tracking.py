@@ -38,7 +38,7 @@ def runs_of(uri, experiment="optsearch-smoke"):
 
 def test_search_is_tracked_in_a_sqlite_store_and_agrees_with_events(tmp_path, baseline_cache):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    run(smoke(baseline_cache), run_dir=tmp_path / "run", tracker=MlflowTracker(uri))
+    run(smoke(baseline_cache), run_dir=tmp_path / "run", observers=[MlflowTracker(uri)])
     events = [e for e in RunStore(tmp_path / "run").read_events() if e["type"] == "candidate"]
     c, runs = runs_of(uri)
     parents = [r for r in runs if r.data.tags.get("optsearch.kind") == "search"]
@@ -75,8 +75,8 @@ def test_search_is_tracked_in_a_sqlite_store_and_agrees_with_events(tmp_path, ba
 
 def test_resumed_search_continues_the_same_parent_run(tmp_path, baseline_cache):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    run(smoke(baseline_cache, "stop.max_evals=5"), run_dir=tmp_path / "run", tracker=MlflowTracker(uri))
-    resume(tmp_path / "run", ["stop.max_evals=8"], tracker=MlflowTracker(uri))
+    run(smoke(baseline_cache, "stop.max_evals=5"), run_dir=tmp_path / "run", observers=[MlflowTracker(uri)])
+    resume(tmp_path / "run", ["stop.max_evals=8"], observers=[MlflowTracker(uri)])
     _, runs = runs_of(uri)
     assert sum(r.data.tags.get("optsearch.kind") == "search" for r in runs) == 1
     assert sum(r.data.tags.get("optsearch.kind") == "candidate" for r in runs) == 8
@@ -88,7 +88,7 @@ def test_unreachable_tracking_server_warns_once_and_the_search_finishes(tmp_path
         port = s.getsockname()[1]
     tracker = MlflowTracker(f"http://127.0.0.1:{port}")
     with caplog.at_level(logging.WARNING, logger="optsearch.tracking"):
-        result = run(smoke(baseline_cache, "stop.max_evals=6"), run_dir=tmp_path / "run", tracker=tracker)
+        result = run(smoke(baseline_cache, "stop.max_evals=6"), run_dir=tmp_path / "run", observers=[tracker])
     assert result.stopped_by == "max_evals"
     assert len([e for e in RunStore(tmp_path / "run").read_events() if e["type"] == "candidate"]) == 6
     warnings = [r for r in caplog.records if "tracking failed" in r.getMessage()]
@@ -131,14 +131,14 @@ def test_real_mlflow_server_stopped_mid_search_then_back(tmp_path, baseline_cach
     servers = [_start_server(tmp_path, port)]
 
     class StopsTheServer(MlflowTracker):
-        def on_candidate(self, search, event):
-            super().on_candidate(search, event)
+        def on_event(self, event, snapshot):
+            super().on_event(event, snapshot)
             if self.logged == 3 and servers[-1].poll() is None:
                 os.killpg(servers[-1].pid, signal.SIGKILL)
                 servers[-1].wait()
 
     try:
-        result = run(smoke(baseline_cache), run_dir=tmp_path / "run", tracker=StopsTheServer(uri))
+        result = run(smoke(baseline_cache), run_dir=tmp_path / "run", observers=[StopsTheServer(uri)])
         assert result.stopped_by == "max_evals"
         events = [e for e in RunStore(tmp_path / "run").read_events() if e["type"] == "candidate"]
         assert len(events) == 10
@@ -147,7 +147,7 @@ def test_real_mlflow_server_stopped_mid_search_then_back(tmp_path, baseline_cach
         logged = [r for r in runs if r.data.tags.get("optsearch.kind") == "candidate"]
         assert len(logged) >= 3  # what arrived before the server died
         # Catch-up: resuming the finished search (same budget) logs the backlog.
-        resume(tmp_path / "run", tracker=MlflowTracker(uri))
+        resume(tmp_path / "run", observers=[MlflowTracker(uri)])
         _, runs = runs_of(uri)
         ids = {r.data.tags["optsearch.candidate_id"] for r in runs if r.data.tags.get("optsearch.kind") == "candidate"}
         assert ids == {str(e["id"]) for e in events}

@@ -1,0 +1,95 @@
+"""Reading a run back: its configuration, and its events replayed into a SearchState.
+
+Used by `resume` (which then continues), `resume --dry-run`, `show` and
+`export`. Every file is checked before anything in it is used: config.json
+must be a complete configuration, every event must be one this version
+writes, events must follow each other (seq 1, 2, 3, ...; a duplicated line
+or a log spliced from another run is refused), and the state they rebuild
+must be the one the checkpoint summarised when it was written (a log cut
+shorter than the checkpoint says is refused). Nothing is written here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from primitives.primitive import PrimitiveSet
+from primitives.program import ProgramError
+from search import config as config_module
+from search import events as events_module
+from search.config import ConfigError, SearchConfig
+from search.jobs import resolve_primitive_set
+from search.run_store import RunDirError, RunStore
+from search.state import SearchState, StateError
+
+
+@dataclasses.dataclass
+class RecordedRun:
+    store: RunStore
+    run_id: str
+    config: SearchConfig
+    primitive_set: PrimitiveSet
+    state: SearchState
+    checkpoint: dict[str, Any] | None  # None: no checkpoint was written yet
+
+
+def read_config(store: RunStore, overrides: list[str] | None = None) -> tuple[str, SearchConfig]:
+    """(run id, configuration) of a run directory, with overrides (a resume's) applied and checked."""
+    saved = store.read_config()
+    run_id = saved.get("run_id")
+    if not isinstance(run_id, str) or not config_module.RUN_ID.match(run_id):
+        raise RunDirError(f"{store.config_path} has no valid run_id")
+    try:
+        config = config_module.from_dict({k: v for k, v in saved.items() if k != "run_id"}, str(store.config_path))
+        if overrides:
+            config = config_module.merge(config, config_module.parse_overrides(overrides), "overrides").check()
+    except ConfigError as exc:
+        raise RunDirError(str(exc)) from None
+    return run_id, config
+
+
+def load(run_dir: str | Path, overrides: list[str] | None = None, primitive_set_name: str | None = None,
+         trusted: bool = True, repair: bool = False) -> RecordedRun:
+    """A run directory read back and checked (see the module docstring).
+
+    trusted: the primitive set named in config.json may be imported (resume);
+    readers pass False and, to use a plugin set, its name as primitive_set_name.
+    repair: cut a torn last line from events.jsonl (resume does, holding the lock).
+    """
+    store = RunStore(run_dir)
+    run_id, config = read_config(store, overrides)
+    name = config.evolution.primitive_set
+    if primitive_set_name is not None and primitive_set_name != name:
+        raise RunDirError(f"the run used primitive set {name!r}, not {primitive_set_name!r}")
+    primitive_set = resolve_primitive_set(name, trusted=trusted or primitive_set_name is not None)
+    checkpoint = store.read_checkpoint(run_id, config.digest())
+    state = SearchState(config, primitive_set)
+    for line, record in store.read_records(repair=repair):
+        try:
+            state.apply(events_module.from_dict(record))
+        except (events_module.EventError, StateError, ProgramError) as exc:
+            raise RunDirError(f"{store.events_path}, line {line}: {exc}; nothing was changed") from None
+        if checkpoint is not None and state.seq == checkpoint.get("state", {}).get("seq"):
+            _check_against(state, checkpoint, store)
+    if checkpoint is not None and state.seq < _int(checkpoint.get("state", {}).get("seq"), store):
+        raise RunDirError(f"{store.events_path} ends at event {state.seq}, but {store.checkpoint_path} was "
+                          f"written after event {checkpoint['state']['seq']}: the log was cut short or "
+                          f"replaced; nothing was changed")
+    return RecordedRun(store, run_id, config, primitive_set, state, checkpoint)
+
+
+def _int(value: Any, store: RunStore) -> int:
+    if type(value) is not int:
+        raise RunDirError(f"{store.checkpoint_path} is damaged (no event count); nothing was changed")
+    return value
+
+
+def _check_against(state: SearchState, checkpoint: dict[str, Any], store: RunStore) -> None:
+    summary = state.summary()
+    if checkpoint.get("state") != summary:
+        saved = checkpoint.get("state")
+        differ = sorted(k for k in summary if not isinstance(saved, dict) or saved.get(k) != summary[k])
+        raise RunDirError(f"{store.events_path} and {store.checkpoint_path} disagree ({', '.join(differ)} "
+                          f"after event {state.seq}); nothing was changed")
