@@ -25,7 +25,7 @@ import statistics
 import time
 from pathlib import Path
 
-from proxy_tasks.registry import get_task
+from proxy_tasks.registry import get_task, select_tasks
 from proxy_tasks.scoring import BASELINE, seed_score
 from search import bench
 
@@ -64,8 +64,16 @@ def main() -> None:
     args = parser.parse_args()
 
     start = time.perf_counter()
-    rows = bench.bench(OPTIMIZERS, args.tasks, args.seeds, args.device,
-                       Path(args.baseline_cache) if args.baseline_cache else None)
+    cache = Path(args.baseline_cache) if args.baseline_cache else None
+    rows = []
+    for task in select_tasks(args.tasks):  # one task at a time, its SNR printed as soon as it is known
+        task_start = time.perf_counter()
+        task_rows = bench.bench(OPTIMIZERS, task.name, args.seeds, args.device, cache)
+        rows += task_rows
+        train, evaluation = (snr(task_rows, metric)[task.name] for metric in ("train", "eval"))
+        print(f"{task.name}: SNR {train['snr']:.1f} (train loss), {evaluation['snr']:.1f} (eval loss), "
+              f"{time.perf_counter() - task_start:.0f}s", flush=True)
+    print()
     print(bench.format_table(rows))
     bench.write_outputs(rows, Path(args.out))
     reports = {metric: snr(rows, metric) for metric in ("train", "eval")}

@@ -12,19 +12,27 @@ methods (Muon, PolarGrad) equalise.
   steps; the held-out loss is the error on the unobserved ones. (With a
   well-conditioned M, or run to convergence, the tuned optimizers either
   reached round-off or differed seed by seed as much as from each other.)
-- matrix logistic regression (held out): labels C in {-1, 1}, loss
-  mean softplus(-C * (A_I X B)) over minibatches of rows I.
+- deep linear network (held out, streaming): W3 W2 W1 x fitting y = T x +
+  noise, T 32 x 32 with singular values over two decades, fresh x every
+  step; from PyTorch's default initialisation the product starts near the
+  saddle at 0, where the layers' singular values must grow together.
+
+(A matrix logistic regression, X 32 x 16 on 512 fixed rows, was held out
+before: every optimizer reached its optimum, within 0.001 of AdamW's score,
+so it could not tell them apart; the deep linear network replaced it.)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 
 from proxy_tasks.task import Task, generator
+
+TEST_EXAMPLES = 2048  # a streaming task's fixed held-out sample (final losses)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,31 +104,51 @@ class MatrixCompletion(Task):
         return self._masked_error(params, data["M"], 1.0 - data["mask"])
 
 
+@functools.lru_cache(maxsize=8)
+def _linear_teacher_stream(dim: int, spread: float, noise: float, pool: int, seed: int) -> dict[str, torch.Tensor]:
+    g = generator(seed)
+    U, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=torch.float64))
+    V, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=torch.float64))
+    teacher = (U * torch.logspace(0, -spread, dim, dtype=torch.float64)) @ V.T
+    x = torch.randn(pool + TEST_EXAMPLES, dim, generator=g, dtype=torch.float64)
+    y = x @ teacher.T + noise * torch.randn(pool + TEST_EXAMPLES, dim, generator=g, dtype=torch.float64)
+    x, y = x.float(), y.float()
+    return {"x": x[:pool], "y": y[:pool], "x_test": x[pool:], "y_test": y[pool:]}
+
+
 @dataclasses.dataclass(frozen=True)
-class MatrixLogistic(Task):
-    name: ClassVar[str] = "matrix_logistic"
+class DeepLinear(Task):
+    name: ClassVar[str] = "deep_linear"
     version: ClassVar[str] = "1"
-    tier: ClassVar[int] = 0
+    tier: ClassVar[int] = 1
     held_out: ClassVar[bool] = True
-    description: ClassVar[str] = "matrix logistic regression, X 32x16, minibatches of 64 rows"
-    minibatch_keys: ClassVar[tuple[str, ...]] = ("A", "C")
+    description: ClassVar[str] = "deep linear net W3 W2 W1, 32x32 each, fitting an ill-conditioned teacher, streamed"
+    minibatch_keys: ClassVar[tuple[str, ...]] = ("x", "y")
+    streaming: ClassVar[bool] = True
 
     steps: int = 200
     batch_size: int | None = 64
-    shape: tuple[int, int] = (32, 16)
-    rows: int = 512
-    cols: int = 24
+    dim: int = 32
+    depth: int = 3
+    spread: float = 2.0  # decades between the teacher's largest and smallest singular value
+    noise: float = 0.0  # standard deviation of the targets' noise
+    pool: int = 12_800
 
     def data(self, seed):
-        g = generator(seed)
-        k, r = self.shape
-        A = torch.randn(self.rows, k, generator=g) / k**0.5
-        B = torch.randn(r, self.cols, generator=g) / r**0.5
-        C = 2.0 * (torch.randn(self.rows, self.cols, generator=g) > 0.5).float() - 1.0
-        return {"A": A, "B": B, "C": C}
+        return _linear_teacher_stream(self.dim, self.spread, self.noise, self.pool, seed)
 
     def init(self, seed):
-        return {"X": torch.randn(self.shape, generator=generator(seed, salt=2)) / self.shape[1] ** 0.5}
+        g = generator(seed, salt=2)
+        bound = 1.0 / self.dim**0.5  # PyTorch's Linear default: the product starts small (a saddle near 0)
+        return {f"W{i}": (2 * torch.rand(self.dim, self.dim, generator=g) - 1) * bound for i in range(self.depth)}
+
+    def _loss(self, params, x, y):
+        for i in range(self.depth):
+            x = x @ params[f"W{i}"].T
+        return 0.5 * torch.mean(torch.sum((x - y) ** 2, dim=-1))
 
     def loss(self, params, batch):
-        return torch.mean(F.softplus(-batch["C"] * (batch["A"] @ params["X"] @ batch["B"])))
+        return self._loss(params, batch["x"], batch["y"])
+
+    def train_loss(self, params, data):
+        return self._loss(params, data["x_test"], data["y_test"])

@@ -10,10 +10,13 @@ import difflib
 from primitives.errors import OptsearchError
 from proxy_tasks.char_lm import CharTransformer
 from proxy_tasks.classification import DigitsAutoencoder, DigitsCNN, DigitsMLP, LogisticRegression
-from proxy_tasks.matrix_problems import MatrixCompletion, MatrixLogistic, MatrixRegression
+from proxy_tasks.gratings import GratingsCNN
+from proxy_tasks.lora import LoRA
+from proxy_tasks.matrix_problems import DeepLinear, MatrixCompletion, MatrixRegression
 from proxy_tasks.quadratic import RotatedQuadratic
 from proxy_tasks.rescaled import Rescaled
 from proxy_tasks.rosenbrock import RosenbrockChain
+from proxy_tasks.synthetic_language import SyntheticLanguage
 from proxy_tasks.task import Task
 
 _ALL: tuple[Task, ...] = (
@@ -26,7 +29,10 @@ _ALL: tuple[Task, ...] = (
     DigitsCNN(),
     CharTransformer(),
     # held out
-    MatrixLogistic(),
+    LoRA(),
+    DeepLinear(),
+    GratingsCNN(),
+    SyntheticLanguage(),
     DigitsAutoencoder(),
     Rescaled.of(RotatedQuadratic(), 100.0),
     Rescaled.of(DigitsMLP(), 10.0),

@@ -50,6 +50,10 @@ class Rescaled(Task):
         return self.base.minibatch_keys
 
     @property
+    def streaming(self):  # type: ignore[override]
+        return self.base.streaming
+
+    @property
     def adamw_params(self):  # type: ignore[override]
         return self.base.adamw_params
 

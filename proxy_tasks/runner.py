@@ -68,11 +68,34 @@ def lr_factor(step: int, steps: int, schedule: str = "cosine") -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+class PoolTooSmallError(ValueError):
+    """A streaming task's pool holds fewer examples than its steps x batch size."""
+
+
 def minibatch_indices(task: Task, data: dict[str, Tensor], seed: int) -> Tensor | None:
-    """(steps, batch) example indices for one seed, or None for full-batch tasks."""
+    """(steps, batch) example indices for one seed, or None for full-batch tasks.
+
+    A task that repeats a dataset draws with replacement. A streaming task
+    never shows a run the same example twice: its indices are the first
+    steps x batch entries of a permutation of its pool drawn from the seed's
+    generator, row t being step t's batch. So a task shortened to fewer steps
+    sees the first batches of the full run, and a seed trained beside others
+    (vmapped) sees what it sees alone (indices are made per seed, then stacked).
+    """
+    g = generator(seed, salt=1)
     if task.batch_size is None:
+        if task.streaming:
+            raise ValueError(f"streaming task {task.name!r} needs a batch size (a full batch would repeat)")
         return None
-    return torch.randint(task.example_count(data), (task.steps, task.batch_size), generator=generator(seed, salt=1))
+    count = task.example_count(data)
+    if not task.streaming:
+        return torch.randint(count, (task.steps, task.batch_size), generator=g)
+    needed = task.steps * task.batch_size
+    if count < needed:
+        raise PoolTooSmallError(
+            f"streaming task {task.name!r}: {task.steps} steps x batch {task.batch_size} need {needed} examples "
+            f"never seen before, but its pool holds {count}; enlarge the pool or shorten the run")
+    return torch.randperm(count, generator=g)[:needed].reshape(task.steps, task.batch_size)
 
 
 def train(
