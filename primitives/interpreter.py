@@ -19,10 +19,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from primitives.kinds import Layout, core_shape
+from primitives.kinds import Layout, initial_value
 from primitives.library import ALL
 from primitives.primitive import ExecutionOptions, PrimitiveSet
-from primitives.program import INPUTS, Program, StateDecl, validate
+from primitives.program import INPUTS, Program, validate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +36,7 @@ class CompiledProgram:
 
     def init_state(self, batch: Sequence[int], m: int, n: int, dtype=torch.float32, device=None) -> list[Tensor]:
         """Initial state registers for a batch of (m, n) parameters (VECTOR layout: m = 1)."""
-        return [initial_value(decl, self.layout, batch, m, n, dtype, device) for decl in self.program.state]
+        return [initial_value(d.kind, d.init, d.eps, self.layout, batch, m, n, dtype, device) for d in self.program.state]
 
     def step(self, g: Tensor, w: Tensor, t: Tensor, state: Sequence[Tensor]) -> tuple[Tensor, list[Tensor]]:
         """One step: (update u, new state). Never writes into g, w, t or state."""
@@ -47,19 +47,6 @@ class CompiledProgram:
         for fn, args, out in self.code:
             env[out] = fn(*[env[i] for i in args])
         return env[self.output_slot], [env[slot] for slot in self.state_slots]
-
-
-def initial_value(decl: StateDecl, layout: Layout, batch: Sequence[int], m: int, n: int,
-                  dtype=torch.float32, device=None) -> Tensor:
-    """A state register's value before the first step: zeros, or eps * I (its diagonal on a vector)."""
-    shape = (*batch, *core_shape(decl.kind, layout, m, n))
-    value = torch.zeros(shape, dtype=dtype, device=device)
-    if decl.init == "eye":
-        if layout is Layout.MATRIX:
-            value = value + decl.eps * torch.eye(shape[-1], dtype=dtype, device=device)
-        else:  # the diagonal of eps * I
-            value = value + decl.eps
-    return value
 
 
 def compile_program(

@@ -26,6 +26,9 @@ act on the trailing "core" dimensions (two for MATRIX, one for VECTOR).
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
+
+import torch
 
 
 class Kind(str, enum.Enum):  # str mixin: C-level hashing, cheap in the validator's memo keys
@@ -77,3 +80,16 @@ def core_shape(kind: Kind, layout: Layout, m: int, n: int) -> tuple[int, ...]:
         Kind.ROWVEC: (1,),
         Kind.COLVEC: (n,),
     }[kind]
+
+
+def initial_value(kind: Kind, init: str, eps: float, layout: Layout, batch: Sequence[int], m: int, n: int,
+                  dtype=torch.float32, device=None) -> torch.Tensor:
+    """A state register's value before the first step: zeros, or eps * I (its diagonal on a vector)."""
+    shape = (*batch, *core_shape(kind, layout, m, n))
+    value = torch.zeros(shape, dtype=dtype, device=device)
+    if init == "eye":
+        if layout is Layout.MATRIX:
+            value = value + eps * torch.eye(shape[-1], dtype=dtype, device=device)
+        else:  # the diagonal of eps * I
+            value = value + eps
+    return value

@@ -164,6 +164,10 @@ class Primitive:
     consts: tuple[ConstSpec, ...] = ()
     commutative: bool = False
     options: tuple[str, ...] = ()  # ExecutionOptions fields the functions take
+    # Its SymPy counterpart: (argument expressions..., constant expressions...) -> expression.
+    # Simplification and the formulas of exports and MLflow read it; None: programs that use
+    # this primitive are not simplified (primitives/simplify.py says so, naming it).
+    sympy: Callable[..., Any] | None = dataclasses.field(default=None, compare=False)
     # Tables derived from the fields above, made once in __post_init__ and read
     # by the validator for every statement the search makes (plain attributes:
     # a cached_property is read at 2.5x the cost).

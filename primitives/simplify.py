@@ -23,6 +23,7 @@ data by the primitives' SymPy counterparts.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import re
 
@@ -45,6 +46,10 @@ EXPAND_LIMIT = 400
 
 class Unsupported(ValueError):
     """An expression the back-translation cannot turn into statements."""
+
+
+class NoCounterpart(ValueError):
+    """A primitive whose row has no SymPy counterpart."""
 
 
 class TooLarge(ValueError):
@@ -82,7 +87,10 @@ def to_sympy(program: Program, primitive_set: PrimitiveSet = ALL) -> Symbolic:
     constants = {name: _constant_symbol(name, value) for name, value in program.constants}
     env: dict[str, sympy.Expr] = dict(registers)
     for stmt in program.body:
-        counterpart = symbolic.counterpart(stmt.op)
+        counterpart = primitive_set.get(stmt.op).sympy
+        if counterpart is None:
+            raise NoCounterpart(f"primitive {stmt.op!r} has no SymPy counterpart (the `sympy=` of its Primitive "
+                                f"row), so programs that use it are not simplified")
         env[stmt.out] = counterpart(*(env[a] for a in stmt.args), *(constants[c] for c in stmt.consts))
     state = {decl.name: env[decl.name] for decl in program.state}
     return Symbolic(env[program.output], state, registers,
@@ -174,16 +182,28 @@ def simplify_symbolic(sym: Symbolic) -> Symbolic:
 # ---------------------------------------------------------------------------
 # Back to a program
 
-_OPAQUE = {
-    symbolic.Polar: "polar", symbolic.Rms: "rms", symbolic.Frobenius: "frobenius",
-    symbolic.SpectralNorm: "spectral_norm", symbolic.NuclearNorm: "nuclear_norm", symbolic.Inner: "inner",
-    symbolic.AspectScale: "aspect_scale", symbolic.GramLeft: "gram_left", symbolic.GramRight: "gram_right",
-    symbolic.RowMeanSq: "row_mean_sq", symbolic.ColMeanSq: "col_mean_sq",
-}
-# opaque functions whose trailing arguments are constants
-_OPAQUE_WITH_CONSTANTS = {symbolic.Clip: ("clip", 1), symbolic.RmsClip: ("rms_clip", 1),
-                          symbolic.KronPrecondition: ("kron_precondition", 3),
-                          symbolic.FactoredSecondMoment: ("factored_second_moment", 2)}
+@functools.lru_cache(maxsize=8)
+def opaque_functions(primitive_set: PrimitiveSet) -> dict[type, tuple[str, int]]:
+    """SymPy function class -> (primitive, how many leading arguments are tensors), read off the rows.
+
+    A primitive is opaque when its counterpart applied to fresh symbols is one
+    application of a function of primitives/symbolic.py to exactly those
+    symbols (Polar(x), KronPrecondition(L, x, R, p, eps)); the back-translation
+    turns such an application into that primitive's statement. A plugin's
+    primitive whose counterpart is such a function is recognised the same way.
+    """
+    table = {}
+    for prim in primitive_set:
+        if prim.sympy is None:
+            continue
+        arguments = sympy.symbols(f"a0:{prim.arity}", real=True)
+        constants = sympy.symbols(f"c0:{len(prim.consts)}", positive=True)
+        expression = prim.sympy(*arguments, *constants)
+        if isinstance(expression, symbolic._Real) and expression.args == (*arguments, *constants):
+            table.setdefault(type(expression), (prim.name, prim.arity))
+    return table
+
+
 _ELEMENTARY = {sympy.sign: "sign", sympy.Abs: "abs", sympy.exp: "exp", sympy.cosh: "cosh", sympy.tanh: "tanh"}
 
 
@@ -206,8 +226,9 @@ def _describe(expr: sympy.Expr) -> str:
 class _Compiler:
     """Emits statements for expressions; registers are named v0, v1, ..."""
 
-    def __init__(self, sym: Symbolic):
+    def __init__(self, sym: Symbolic, primitive_set: PrimitiveSet):
         self.sym = sym
+        self.primitive_set = primitive_set
         self.register_of = {symbol: name for name, symbol in sym.registers.items()}
         self.values = {s: v for s, v in sym.constants.items()}
         self.body: list[Statement] = []
@@ -263,10 +284,9 @@ class _Compiler:
             return self.emit("log", (self.value(expr.args[0].args[0]),))
         if func in (sympy.Max, sympy.Min):
             return self._extremum(expr)
-        if func in _OPAQUE:
-            return self.emit(_OPAQUE[func], tuple(self.value(a) for a in expr.args))
-        if func in _OPAQUE_WITH_CONSTANTS:
-            op, tensors = _OPAQUE_WITH_CONSTANTS[func]
+        opaque = opaque_functions(self.primitive_set).get(func)
+        if opaque is not None:
+            op, tensors = opaque
             return self.emit(op, tuple(self.value(a) for a in expr.args[:tensors]),
                              tuple(self.constant(c) for c in expr.args[tensors:]))
         raise Unsupported(f"no primitive for {func.__name__}")
@@ -375,9 +395,9 @@ class _Compiler:
         return acc
 
 
-def from_symbolic(sym: Symbolic, template: Program) -> Program:
+def from_symbolic(sym: Symbolic, template: Program, primitive_set: PrimitiveSet = ALL) -> Program:
     """Statements for u and the state updates, state registers written last."""
-    compiler = _Compiler(sym)  # equal sub-expressions are computed once (its memo)
+    compiler = _Compiler(sym, primitive_set)  # equal sub-expressions are computed once (its memo)
     output = compiler.value(sym.u)
     results = {name: compiler.value(expr) for name, expr in sym.state.items()}
     body = list(compiler.body)
@@ -456,11 +476,11 @@ def simplify(program: Program, primitive_set: PrimitiveSet = ALL) -> Simplificat
     pruned = prune(program)
     try:
         sym = symbolic_form(pruned, primitive_set)
-    except TooLarge as exc:
+    except (TooLarge, NoCounterpart) as exc:
         return Simplification(program, pruned, pruned, False, f"not simplified: {exc}", "", pruned.text())
     latex, text = render(sym)
     try:
-        candidate = from_symbolic(sym, pruned)
+        candidate = from_symbolic(sym, pruned, primitive_set)
         validate(candidate, primitive_set)
     except (Unsupported, ProgramError, TypeError, ValueError) as exc:
         return Simplification(program, pruned, pruned, False, f"kept the pruned program: {exc}", latex, text)
@@ -503,5 +523,5 @@ def latex_of_dict(program_dict: dict, primitive_set: PrimitiveSet = ALL) -> str:
 
     try:
         return render(symbolic_form(prune(from_dict(program_dict, primitive_set)), primitive_set))[0]
-    except TooLarge:
+    except (TooLarge, NoCounterpart):
         return ""

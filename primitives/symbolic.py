@@ -1,4 +1,7 @@
-"""SymPy counterparts of the primitives (imported lazily: only simplify/export need it).
+"""SymPy functions for the opaque primitives (imported lazily: only simplification needs SymPy).
+
+Each primitive's counterpart is on its row (primitives/library.py: `sympy=`);
+the opaque ones build the functions defined here.
 
 Values are treated as commuting symbols: every elementwise operation on arrays
 is a commutative algebra, and all matrix products happen inside opaque
@@ -15,10 +18,8 @@ an expression is built:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import sympy
-from sympy import Abs, Function, Max, Min, sqrt
+from sympy import Abs, Function, Max, Min, cosh, exp, log, sign, sqrt, tanh  # noqa: F401 -- the rows use them
 
 
 class _Real(Function):
@@ -209,56 +210,3 @@ class FactoredSecondMoment(_NonNegative):
     """R C / max(mean(R), eps)."""
 
     latex = r"\frac{{{0}\,{1}}}{{\max(\overline{{{0}}}, {2})}}"
-
-
-# One entry per primitive: (argument expressions..., constant expressions...) -> expression.
-COUNTERPARTS: dict[str, Callable[..., sympy.Expr]] = {
-    "add": lambda a, b: a + b,
-    "sub": lambda a, b: a - b,
-    "mul": lambda a, b: a * b,
-    "div": lambda a, b: a / b,
-    "max": lambda a, b: Max(a, b),
-    "min": lambda a, b: Min(a, b),
-    "neg": lambda x: -x,
-    "abs": lambda x: Abs(x),
-    "sign": lambda x: sympy.sign(x),
-    "sqrt": lambda x: sqrt(Abs(x)),
-    "square": lambda x: x**2,
-    "exp": lambda x: sympy.exp(x),
-    "cosh": lambda x: sympy.cosh(x),
-    "log": lambda x: sympy.log(Abs(x)),
-    "tanh": lambda x: sympy.tanh(x),
-    "rsqrt": lambda x, eps: 1 / sqrt(Max(Abs(x), eps)),
-    "clip": lambda x, c: Clip(x, c),
-    "abspow": lambda x, p: Abs(x) ** p,
-    "scale": lambda x, c: c * x,
-    "add_const": lambda x, c: x + c,
-    "add_scaled": lambda a, b, c: a + c * b,
-    "interp": lambda a, b, beta: (1 - beta) * a + beta * b,
-    "mix": lambda a, b, s: (1 - s) * a + s * b,
-    "debias": lambda x, t, beta: x / (1 - beta**t),
-    "rms": lambda x: Rms(x),
-    "frobenius": lambda x: Frobenius(x),
-    "inner": lambda a, b: Inner(a, b),
-    "normalize": lambda x: x / Rms(x),
-    "rms_clip": lambda x, d: RmsClip(x, d),
-    "scale_by_param_rms": lambda u, w, eps: u * Max(eps, Rms(w)),
-    "spectral_norm": lambda x: SpectralNorm(x),
-    "nuclear_norm": lambda x: NuclearNorm(x),
-    "aspect_scale": lambda x: AspectScale(x),
-    "polar": lambda x: Polar(x),
-    "nuclear_scaled_polar": lambda x: Inner(x, Polar(x)) * Polar(x),
-    "gram_left": lambda x: GramLeft(x),
-    "gram_right": lambda x: GramRight(x),
-    "kron_precondition": lambda L, x, R, p, eps: KronPrecondition(L, x, R, p, eps),
-    "row_mean_sq": lambda x: RowMeanSq(x),
-    "col_mean_sq": lambda x: ColMeanSq(x),
-    "factored_second_moment": lambda R, C, eps: FactoredSecondMoment(R, C, eps),
-}
-
-
-def counterpart(name: str) -> Callable[..., sympy.Expr]:
-    try:
-        return COUNTERPARTS[name]
-    except KeyError:
-        raise KeyError(f"primitive {name!r} has no SymPy counterpart") from None

@@ -194,8 +194,10 @@ def _ablation_scorer(args: argparse.Namespace, primitive_set):
 
 
 def _export(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from primitives.serialize import load
-    from search.export import candidate_from_run, export
+    from search.export import Provenance, candidate_from_run, export
     from search.jobs import resolve_primitive_set
 
     if Path(args.source).is_dir():
@@ -206,19 +208,22 @@ def _export(args: argparse.Namespace) -> int:
         if args.candidate is not None:
             raise_user_error(f"{args.source} is a program file; CANDIDATE_ID applies to run directories")
         primitive_set = resolve_primitive_set(args.primitive_set or "all")
-        program, provenance = load(args.source, primitive_set), {"source": args.source}
+        program, provenance = load(args.source, primitive_set), Provenance(source_file=Path(args.source).name)
     if args.ablate:
         from primitives.ablation import ablate
 
         ablation = ablate(program, _ablation_scorer(args, primitive_set), primitive_set, args.tolerance)
         program = ablation.program
-        provenance["ablation"] = (f"removed {len(ablation.removed)} statement(s) on {args.ablate_tasks}, score "
-                                  f"{ablation.original_score:+.3f} -> {ablation.score:+.3f}")
+        provenance = dataclasses.replace(provenance, ablation=(args.ablate_tasks, len(ablation.removed),
+                                                               ablation.original_score, ablation.score))
     result = export(program, args.name, provenance, folder=args.out, force=args.force,
-                    simplify_program=not args.no_simplify, primitive_set=primitive_set)
+                    simplify_program=not args.no_simplify, primitive_set=primitive_set, register=args.register,
+                    standalone=args.standalone, lr=args.lr)
     print(f"wrote {result.path} ({result.note})")
-    if args.out is None:
+    if args.register:
         print(f"use it: from discovered import {result.name}")
+    else:
+        print(f"use it: from {result.path.stem} import {result.name}  (with {result.path.parent} on sys.path)")
     return 0
 
 
@@ -332,9 +337,14 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="write a program or a run's candidate as an importable optimizer")
     export.add_argument("source", metavar="RUN_DIR|PROGRAM", help="a run directory, or a program file")
     export.add_argument("candidate", metavar="CANDIDATE_ID", nargs="?", type=int, default=None)
-    export.add_argument("--name", required=True, help="the class name, e.g. Cobra (written to discovered/cobra.py)")
+    export.add_argument("--name", required=True, help="the class name, e.g. Cobra (written to cobra.py)")
+    export.add_argument("--out", default=None, help="the folder to write into (default: the working directory)")
+    export.add_argument("--register", action="store_true",
+                        help="write into the installed discovered/ package instead, so `from discovered import NAME` works")
+    export.add_argument("--standalone", action="store_true",
+                        help="one file that imports only torch (the runtime and primitives copied in)")
     export.add_argument("--force", action="store_true", help="replace an earlier export of that name")
-    export.add_argument("--out", default=None, help="write the module here instead of into discovered/ (not registered)")
+    export.add_argument("--lr", type=float, default=None, help="the default learning rate (default: the tuned one)")
     export.add_argument("--no-simplify", action="store_true", help="export the pruned program as it is")
     export.add_argument("--primitive-set", default=None,
                         help="the primitive set (default: all, or the run's built-in set); naming a plugin "

@@ -1,33 +1,40 @@
-"""Export a program as an importable torch optimizer in discovered/.
+"""Export a program as an importable torch optimizer.
 
-    optsearch export RUN_DIR CANDIDATE_ID --name Cobra
-    optsearch export program.json --name Cobra
+    optsearch export RUN_DIR CANDIDATE_ID --name Cobra          ./cobra.py
+    optsearch export program.json --name Cobra --out somewhere  somewhere/cobra.py
+    optsearch export ... --standalone                           one file that imports only torch
+    optsearch export ... --register                             discovered/cobra.py, `from discovered import Cobra`
 
-writes discovered/cobra.py: a torch.optim.Optimizer class whose step is the
-(simplified) program as straight-line torch code, calling the same primitive
-functions the interpreter calls (no interpreter, no eval or exec), with the
-update rule in its docstring and a provenance header. The named constants
-become constructor arguments, checked against the ranges the primitives
-accept. discovered/_exported.py is regenerated to register every export, so
-`from discovered import Cobra` works and the conformance suite covers it.
+The module (search/codegen.py writes it) is the (simplified) program as
+straight-line calls of the primitives' torch functions over the runtime in
+discovered/rule_optimizer.py, with the update rule and its provenance in the
+docstring. Before anything is written, the source is parsed back and checked,
+then imported from a temporary folder and run side by side with the program:
+an export that does not reproduce its program is refused.
 
-Before anything is written, the generated module is imported from a
-temporary folder and run side by side with the program: an export that does
-not reproduce its program is refused. Bad names, unknown candidates and
-invalid programs are refused before that, and nothing is written then.
+What it guarantees: a run directory (events.jsonl, config.json) or a program
+file reaches the generated source only as validated values written with
+repr() or formatted as numbers: the run id (a safe name), the candidate id
+(an integer), hashes (hexadecimal), task names (safe names), scores and
+learning rates (finite numbers); the program itself is rebuilt and validated
+first (register and constant names are identifiers, ops are looked up in the
+primitive set). The docstring must parse back exactly as written and the
+module's top level must be the statements the generator writes, or nothing
+is imported or written. Names are Python class names that shadow nothing the
+bench or scoring resolves.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
-import functools
 import importlib.util
 import json
 import keyword
-import os
+import math
 import re
 import statistics
+import sys
 import tempfile
 import textwrap
 from pathlib import Path
@@ -37,19 +44,22 @@ import torch
 from primitives.analysis import prune, uses_matrix_primitives
 from primitives.errors import OptsearchError
 from primitives.files import atomic_write_text
-from primitives.kinds import Layout
+from primitives.fingerprint import fingerprint
+from primitives.hashing import structural_hash
 from primitives.library import ALL
 from primitives.primitive import PrimitiveSet
 from primitives.program import Program, ProgramError, validate
 from primitives.serialize import from_dict
+from search import codegen
+from search.config import RUN_ID
 
 MANIFEST = "exported.json"
 REGISTRY_MODULE = "_exported.py"
-_CLASS_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
-# Module aliases in generated code (register names never collide with them).
-_ALIASES = {"primitives.elementwise": "_ew", "primitives.normalisers": "_norm", "primitives.polar": "_polar",
-            "primitives.kronecker": "_kron", "primitives.factored": "_factored"}
-_RESERVED = {"g", "w", "t", "state", "torch", "group", "options"} | set(_ALIASES.values())
+# Python class names: a capital letter first (PEP 8), letters and digits, at most 64.
+_CLASS_NAME = re.compile(r"[A-Z][A-Za-z0-9]{0,63}\Z")
+_HEX = re.compile(r"[0-9a-f]{8,64}\Z")
+_TASK = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+SIGNIFICANT_DIGITS = 3  # of the default learning rate
 
 
 class ExportError(OptsearchError):
@@ -67,21 +77,21 @@ def discovered_dir() -> Path:
 
 
 # Modules of discovered/ an export may never replace.
-_RESERVED_MODULES = {"registry", "program_optimizer", "lion", "muon", "polargrad"}
+_RESERVED_MODULES = {"registry", "program_optimizer", "rule_optimizer", "lion", "muon", "polargrad", "soap"}
 
 
 def check_name(name: str, folder: Path, force: bool) -> str:
-    """A Python class name, not a keyword, never a path, not an existing optimizer (unless force)."""
+    """A Python class name, never a path, shadowing nothing (an existing export only with force)."""
     if not isinstance(name, str) or not _CLASS_NAME.match(name) or keyword.iskeyword(name):
-        raise ExportError(f"invalid name {name!r}: an optimizer name is a Python identifier "
-                          f"(letters, digits and _, not starting with a digit), e.g. Cobra")
+        raise ExportError(f"invalid name {name!r}: an optimizer name is a Python class name (a capital "
+                          f"letter, then letters and digits), e.g. Cobra")
     module = snake_case(name)
-    if keyword.iskeyword(module) or module.startswith("_") or module in _RESERVED_MODULES:
+    if module in _RESERVED_MODULES:
         raise ExportError(f"invalid name {name!r}: its module name {module!r} is reserved")
     from discovered import REGISTRY
     from proxy_tasks.optimizers import shadowed_names
 
-    if name in shadowed_names() or name.lower() == "program":
+    if name in shadowed_names():
         raise ExportError(f"invalid name {name!r}: it would shadow torch.optim.{name} or a name "
                           f"`optsearch bench` resolves; choose another name")
     manifest = _read_manifest(folder)
@@ -101,237 +111,111 @@ def _read_manifest(folder: Path) -> dict:
         return {}
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise ExportError(f"{path} is damaged ({exc}); fix or remove it before exporting") from None
-    if not isinstance(data, dict):
-        raise ExportError(f"{path} is not an export manifest")
+    if not isinstance(data, dict) or not all(
+            isinstance(k, str) and _CLASS_NAME.match(k) and isinstance(v, dict)
+            and isinstance(v.get("module"), str) and v["module"].isidentifier()
+            and type(v.get("lr")) in (int, float) and math.isfinite(v["lr"]) and isinstance(v.get("matrix"), bool)
+            for k, v in data.items()):
+        raise ExportError(f"{path} is not an export manifest; fix or remove it before exporting")
     return data
 
 
 # ---------------------------------------------------------------------------
-# Code generation
+# Provenance: every value validated before it goes near the source
 
 
-def _function_ref(fn) -> tuple[str, dict]:
-    """(alias.name, fixed keywords) of a primitive's torch function."""
-    keywords = {}
-    if isinstance(fn, functools.partial):
-        keywords, fn = dict(fn.keywords), fn.func
-    alias = _ALIASES.get(fn.__module__)
-    if alias is None:
-        raise ExportError(f"primitive function {fn.__module__}.{fn.__name__} is not exportable "
-                          f"(only built-in primitives are)")
-    return f"{alias}.{fn.__name__}", keywords
+@dataclasses.dataclass(frozen=True)
+class TaskResult:
+    task: str
+    score: float
+    lr: float | None = None
+    train_loss: float | None = None
+    eval_loss: float | None = None
 
 
-def _locals(program: Program) -> dict[str, str]:
-    """Register -> Python local name (renamed where it would shadow something)."""
-    names = {}
-    constants = set(program.constant_values)
-    for register in ["g", "w", "t", *program.state_names, *(s.out for s in program.body)]:
-        if register in names:
-            continue
-        local = register
-        if register not in ("g", "w", "t") and (register in _RESERVED or register in constants):
-            local = f"{register}_"
-        while local in constants:
-            local += "_"
-        names[register] = local
-    return names
+@dataclasses.dataclass(frozen=True)
+class Provenance:
+    """Where an exported program came from, as validated values (the only run data an export writes)."""
+
+    run: str | None = None  # a run id
+    candidate: int | None = None
+    source_file: str | None = None  # a program file's name
+    score: float | None = None
+    stage: str | None = None
+    held_out: float | None = None
+    transfer: float | None = None
+    tasks: tuple[TaskResult, ...] = ()
+    ablation: tuple[str, int, float, float] | None = None  # (tasks, statements removed, score before, after)
+
+    def __post_init__(self):
+        if self.run is not None and not (isinstance(self.run, str) and RUN_ID.match(self.run)):
+            raise ExportError(f"run id {self.run!r:.80} is not a safe name")
+        if self.candidate is not None and type(self.candidate) is not int:
+            raise ExportError(f"candidate id {self.candidate!r:.80} is not an integer")
+        if self.source_file is not None and not (isinstance(self.source_file, str) and _TASK.match(self.source_file)):
+            object.__setattr__(self, "source_file", "(a program file)")  # an odd file name is not repeated
+        if self.stage is not None and self.stage not in ("cheap", "full", "behaviour"):
+            raise ExportError(f"stage {self.stage!r:.80} is not a stage")
+        for label in ("score", "held_out", "transfer"):
+            _finite(getattr(self, label), label)
+        for entry in self.tasks:
+            if not (isinstance(entry.task, str) and _TASK.match(entry.task)):
+                raise ExportError(f"task name {entry.task!r:.80} is not a safe name")
+            for label in ("score", "lr", "train_loss", "eval_loss"):
+                _finite(getattr(entry, label), f"{entry.task}.{label}", allow_inf=label.endswith("loss"))
+        if self.ablation is not None:
+            tasks, removed, before, after = self.ablation
+            if not (isinstance(tasks, str) and re.fullmatch(r"[A-Za-z0-9_.,-]{1,200}", tasks) and type(removed) is int):
+                raise ExportError("ablation note is not valid")
+            _finite(before, "ablation score")
+            _finite(after, "ablation score")
+
+    def lines(self) -> list[str]:
+        """The docstring's provenance lines (validated values only)."""
+        out = []
+        if self.run is not None:
+            out.append(f"run {self.run}, candidate {self.candidate}")
+        if self.source_file is not None:
+            out.append(f"program file {self.source_file}")
+        if self.score is not None:
+            scores = f"score {self.score:+.4f} against tuned AdamW (stage {self.stage})"
+            scores += "".join(f", {label} {value:+.4f}" for label, value in (("held-out", self.held_out),
+                                                                              ("transfer", self.transfer))
+                              if value is not None)
+            out.append(scores)
+        for entry in self.tasks:
+            details = ", ".join(f"{label} {value:.4g}" for label, value in (
+                ("tuned lr", entry.lr), ("train loss", entry.train_loss), ("eval loss", entry.eval_loss))
+                if value is not None)
+            out.append(f"  {entry.task}: {entry.score:+.3f}" + (f" ({details})" if details else ""))
+        if self.ablation is not None:
+            tasks, removed, before, after = self.ablation
+            out.append(f"ablation on {tasks}: removed {removed} statement(s), score {before:+.3f} -> {after:+.3f}")
+        return out
+
+    def to_dict(self) -> dict:
+        data = {k: v for k, v in dataclasses.asdict(self).items() if v not in (None, ())}
+        if self.tasks:
+            data["tasks"] = {t.task: {k: v for k, v in dataclasses.asdict(t).items() if k != "task" and v is not None}
+                             for t in self.tasks}
+        return data
+
+    def tuned_lr(self) -> float | None:
+        rates = [t.lr for t in self.tasks if t.lr is not None and t.lr > 0]
+        return statistics.median(rates) if rates else None
 
 
-def _update_body(program: Program, layout: Layout, primitive_set: PrimitiveSet) -> list[str]:
-    names = _locals(program)
-    lines = []
-    for register in program.state_names:
-        lines.append(f"    {names[register]} = state[{register!r}]")
-    for stmt in program.body:
-        prim = primitive_set.get(stmt.op)
-        ref, keywords = _function_ref(prim.matrix_fn if layout is Layout.MATRIX else prim.vector_fn)
-        args = [names[a] for a in stmt.args]
-        args += [f"{spec.name}={c}" for spec, c in zip(prim.consts, stmt.consts)]
-        args += [f"{k}={v!r}" for k, v in keywords.items()]
-        args += [f"{o}=options[{o!r}]" for o in prim.options]
-        lines.append(f"    {names[stmt.out]} = {ref}({', '.join(args)})  # {stmt.text()}")
-    state = ", ".join(f"{r!r}: {names[r]}" for r in program.state_names)
-    lines.append(f"    return {names[program.output]}, {{{state}}}")
-    return lines
+def _finite(value, label: str, allow_inf: bool = False) -> None:
+    if value is None:
+        return
+    if type(value) not in (int, float) or math.isnan(value) or (not allow_inf and math.isinf(value)):
+        raise ExportError(f"{label} {value!r:.80} is not a finite number")
 
 
-def _update_functions(program: Program, primitive_set: PrimitiveSet) -> tuple[str, str, str]:
-    """(source, function for matrices, function for vectors): one function when both layouts agree."""
-    signature = ", ".join(["g", "w", "t", "state", *program.constant_values, "options"])
-    matrix = _update_body(program, Layout.MATRIX, primitive_set)
-    vector = _update_body(program, Layout.VECTOR, primitive_set)
-    if matrix == vector:
-        source = "\n".join([f"def _update({signature}):",
-                             '    """One step on a batch of parameters: returns (u, new state)."""', *matrix])
-        return source, "_update", "_update"
-    source = "\n\n\n".join([
-        "\n".join([f"def _matrix_update({signature}):",
-                   '    """One step on a batch of matrices (..., m, n): returns (u, new state)."""', *matrix]),
-        "\n".join([f"def _vector_update({signature}):",
-                   '    """One step on a batch of vectors (..., n), matrix primitives on diag(x)."""', *vector]),
-    ])
-    return source, "_matrix_update", "_vector_update"
-
-
-def _range_checks(program: Program, primitive_set: PrimitiveSet) -> list[str]:
-    """One check per constant: the intersection of the intervals of the slots it fills."""
-    bounds: dict[str, list] = {}
-    for stmt in program.body:
-        for spec, const in zip(primitive_set.get(stmt.op).consts, stmt.consts):
-            bounds.setdefault(const, []).append(spec)
-    lines = []
-    for const, specs in bounds.items():
-        low = max(specs, key=lambda s: (s.low, s.low_open))
-        high = min(specs, key=lambda s: (s.high, not s.high_open))
-        lines.append(f"        _check_constant({const!r}, group[{const!r}], {low.low!r}, {high.high!r}, "
-                     f"{low.low_open!r}, {high.high_open!r})")
-    return lines
-
-
-def _docstring_rule(text: str, latex: str) -> str:
-    return textwrap.indent(text, "    ") + "\n\nIn LaTeX:\n\n" + textwrap.indent(latex, "    ")
-
-
-def generate(program: Program, name: str, provenance: dict, lr: float, text: str, latex: str,
-             primitive_set: PrimitiveSet = ALL) -> str:
-    """The source of an optimizer module for `program`."""
-    validate(program, primitive_set)
-    matrix = uses_matrix_primitives(program, primitive_set)
-    constants = program.constant_values
-    uses_polar = any(primitive_set.get(s.op).options for s in program.body)
-    modules = sorted({_function_ref(fn)[0].split(".")[0] for s in program.body
-                      for fn in (primitive_set.get(s.op).matrix_fn, primitive_set.get(s.op).vector_fn)})
-    inverse = {v: k for k, v in _ALIASES.items()}
-    imports = "\n".join(f"from {inverse[a].rsplit('.', 1)[0]} import {inverse[a].rsplit('.', 1)[1]} as {a}"
-                        for a in modules)
-    header = "\n".join(f"    {k}: {v}" for k, v in provenance.items())
-    ctor_constants = "".join(f"\n        {c}: float = {v!r}," for c, v in constants.items())
-    polar_args = ('\n        polar_backend: str = "ns",\n        polar_steps: int | None = None,'
-                  '\n        polar_dtype: str | None = None,') if uses_polar else ""
-    defaults = ", ".join([f'"lr": lr'] + [f"{c!r}: {c}" for c in constants])
-    options = ('{"backend": group["polar_backend"], "steps": group["polar_steps"], '
-               '"compute_dtype": None if group["polar_dtype"] is None else getattr(torch, group["polar_dtype"])}'
-               if uses_polar else "{}")
-    polar_defaults = ', "polar_backend": polar_backend, "polar_steps": polar_steps, "polar_dtype": polar_dtype' \
-        if uses_polar else ""
-    polar_checks = ('\n        if group["polar_backend"] not in _polar.BACKENDS:\n'
-                    '            raise ValueError(f"Invalid polar_backend: {group[\'polar_backend\']!r}")') \
-        if uses_polar else ""
-    if uses_polar and "_polar" not in modules:
-        imports += "\nfrom primitives import polar as _polar"
-    checks = "\n".join(_range_checks(program, primitive_set)) or "        pass"
-    constant_args = ", ".join(f"group[{c!r}]" for c in constants)
-    call_constants = f", {constant_args}" if constant_args else ""
-    auto = "" if matrix else '''
-    def _auto_takes(self, p: torch.Tensor, group: dict) -> bool:
-        return True  # an elementwise rule: every parameter, as the program does
-'''
-    state_names = list(program.state_names)
-    functions, matrix_fn, vector_fn = _update_functions(program, primitive_set)
-    return f'''r"""{name}: an optimizer found by optsearch (generated by `optsearch export`).
-
-Update rule, with w <- w - lr * u after each step (state on the right of
-"<-" is the previous step's value):
-
-{_docstring_rule(text, latex)}
-
-Provenance:
-{header}
-
-The step below is the program as straight-line torch code, calling the same
-primitive functions (primitives/) that the search's interpreter ran. Edit it
-freely; re-export to regenerate.
-"""
-
-from __future__ import annotations
-
-import torch
-
-from discovered._contract import MatrixOptimizer, matrix_view
-{imports}
-
-PROGRAM_HASH = {provenance.get("program hash", "")!r}
-STATE = {tuple(state_names)!r}
-
-
-def _check_constant(name, value, low, high, low_open, high_open):
-    inside = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-    if not (isinstance(value, (int, float)) and inside):
-        interval = f"{{'(' if low_open else '['}}{{low:g}}, {{high:g}}{{')' if high_open else ']'}}"
-        raise ValueError(f"Invalid {{name}} value: {{value}} (expected a number in {{interval}})")
-
-
-{functions}
-
-
-class {name}(MatrixOptimizer):
-    """{name}(params, lr={lr!r}{''.join(f", {c}={v!r}" for c, v in constants.items())}).
-
-    Args:
-        lr: learning rate (w <- w - lr * u).
-{''.join(f"        {c}: constant of the update rule (found: {v!r})." + chr(10) for c, v in constants.items())}\
-        route, batch_dims, adamw_*: see discovered._contract.MatrixOptimizer.
-    """
-
-    def __init__(
-        self,
-        params,
-        lr: float = {lr!r},{ctor_constants}{polar_args}
-        **routing,
-    ):
-        super().__init__(params, {{{defaults}{polar_defaults}, **routing}})
-
-    def _check_rule(self, group: dict) -> None:
-{checks}{polar_checks}
-{auto}
-    def _rule_step(self, group: dict, params: list[torch.Tensor]) -> None:
-        options = {options}
-        for p in params:
-            view = matrix_view(p, group["batch_dims"])
-            core = view.shape[group["batch_dims"]:]
-            w = view.reshape(-1, *core)
-            g = p.grad.reshape(w.shape)
-            state = self.state[p]
-            if "step" not in state:
-                state["step"] = 0
-                state.update(_initial_state(w))
-            state["step"] += 1
-            t = torch.full((w.shape[0],) + (1,) * len(core), float(state["step"]), dtype=w.dtype, device=w.device)
-            update = {matrix_fn} if len(core) == 2 else {vector_fn}
-            u, new = update(g, w, t, {{k: state[k] for k in STATE}}{call_constants}, options)
-            p.add_(torch.broadcast_to(u, w.shape).reshape(p.shape), alpha=-group["lr"])
-            state.update(new)
-
-
-def _initial_state(w: torch.Tensor) -> dict:
-    """Zeros (or eps * I for Gram statistics) in each register's shape."""
-{_initial_state_body(program)}
-'''
-
-
-def _initial_state_body(program: Program) -> str:
-    if not program.state:
-        return "    return {}"
-    lines = ["    batch, core = w.shape[0], w.shape[1:]",
-             "    m, n = (core[0], core[1]) if len(core) == 2 else (1, core[0])",
-             "    matrix = len(core) == 2",
-             "    state = {}"]
-    shapes = {
-        "param": "tuple(core)", "scalar": "(1, 1) if matrix else (1,)",
-        "row": "(m, m) if matrix else (n,)", "col": "(n, n) if matrix else (n,)",
-        "rowvec": "(m, 1) if matrix else (1,)", "colvec": "(1, n) if matrix else (n,)",
-    }
-    for decl in program.state:
-        lines.append(f"    value = torch.zeros((batch, *({shapes[decl.kind.value]})), dtype=w.dtype, device=w.device)")
-        if decl.init == "eye":
-            lines.append(f"    value = value + {decl.eps!r} * (torch.eye(value.shape[-1], dtype=w.dtype, "
-                         f"device=w.device) if matrix else 1.0)")
-        lines.append(f"    state[{decl.name!r}] = value")
-    lines.append("    return state")
-    return "\n".join(lines)
+def _round(value: float, digits: int = SIGNIFICANT_DIGITS) -> float:
+    return float(f"{value:.{digits - 1}e}")
 
 
 # ---------------------------------------------------------------------------
@@ -341,7 +225,8 @@ def _initial_state_body(program: Program) -> str:
 def _import_file(path: Path, module_name: str):
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # our own generated code, checked with compile() first
+    sys.modules[module_name] = module  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(module)  # our own generated code, its structure checked first
     return module
 
 
@@ -379,82 +264,132 @@ class Exported:
     program: Program
     simplified: bool
     note: str
+    source: str
 
 
 def candidate_from_run(run_dir: str | Path, candidate_id: int,
-                       primitive_set_name: str | None = None) -> tuple[Program, dict, PrimitiveSet]:
-    """The program of a run's candidate, and its provenance.
+                       primitive_set_name: str | None = None) -> tuple[Program, Provenance, PrimitiveSet]:
+    """The program of a run's candidate (a cache hit's id too), and its provenance.
 
     primitive_set_name: the user's own --primitive-set, which may import a
-    plugin; the name found in the run's config.json never does.
+    plugin; the name found in the run's config.json never does. The run is
+    read back and checked as resume would (search/replay.py), without a lock.
     """
-    from search.jobs import resolve_primitive_set
-    from search.run_store import RunStore
+    from search import replay
+    from search.run_store import RunDirError
 
-    store = RunStore(run_dir)
-    config = store.read_config()
-    saved = (config.get("evolution") or {}).get("primitive_set", "all")
-    if primitive_set_name is not None and primitive_set_name != saved:
-        raise ExportError(f"the run used primitive set {saved!r}, not {primitive_set_name!r}")
-    primitive_set = resolve_primitive_set(saved, trusted=primitive_set_name is not None)
-    for event in store.read_events():
-        if event["type"] == "candidate" and event["id"] == candidate_id:
-            if event["status"] in ("error", "timeout", "crashed"):
-                raise ExportError(f"candidate {candidate_id} of {run_dir} failed ({event['status']}); "
-                                  f"there is nothing to export")
-            provenance = {
-                "run": config.get("run_id", Path(run_dir).name), "candidate": candidate_id,
-                "program hash": event["structural_hash"], "fingerprint": event["fingerprint"],
-                "score": f"{event['score']:+.4f} (stage {event['stage']})",
-            }
-            for task, entry in event["tasks"].items():
-                details = ", ".join(f"{label} {entry[key]:.4g}" for key, label in
-                                    (("train_loss", "train loss"), ("eval_loss", "eval loss"), ("lr", "lr"))
-                                    if key in entry)
-                provenance[f"  {task}"] = f"{entry['score']:+.3f}" + (f" vs tuned AdamW ({details})" if details else "")
-            lrs = [entry["lr"] for entry in event["tasks"].values() if "lr" in entry]
-            provenance["_lr"] = statistics.median(lrs) if lrs else 1e-3
-            return from_dict(event["program"], primitive_set), provenance, primitive_set
-    ids = [e["id"] for e in store.read_events() if e["type"] == "candidate"]
-    raise ExportError(f"no candidate {candidate_id} in {run_dir} (candidates: "
-                      f"{min(ids) if ids else '-'}..{max(ids) if ids else '-'})")
+    try:
+        recorded = replay.load(run_dir, primitive_set_name=primitive_set_name, trusted=False)
+    except RunDirError as exc:
+        raise ExportError(str(exc)) from None
+    events = recorded.store.read_events()
+    by_id = {e["id"]: e for e in events if e["type"] in ("candidate", "cache_hit")}
+    event = by_id.get(candidate_id)
+    if event is None:
+        ids = sorted(by_id)
+        raise ExportError(f"no candidate {candidate_id} in {run_dir} (candidates: {_ranges(ids) or 'none'})")
+    scored = by_id.get(event["same_as"], event) if event["type"] == "cache_hit" else event
+    if scored.get("status") in ("error", "timeout", "crashed"):
+        raise ExportError(f"candidate {candidate_id} of {run_dir} failed ({scored['status']}); there is nothing "
+                          f"to export")
+    later = {(e["type"], e["id"]): e["score"] for e in events if e["type"] in ("held_out", "transfer")}
+    provenance = Provenance(
+        run=recorded.run_id, candidate=candidate_id, score=event["score"], stage=event["stage"],
+        held_out=later.get(("held_out", scored["id"])), transfer=later.get(("transfer", scored["id"])),
+        tasks=tuple(TaskResult(task, entry["score"], entry.get("lr"), entry.get("train_loss"), entry.get("eval_loss"))
+                    for task, entry in scored.get("tasks", {}).items()))
+    return from_dict(event["program"], recorded.primitive_set), provenance, recorded.primitive_set
 
 
-def export(program: Program, name: str, provenance: dict | None = None, folder: str | Path | None = None,
+def _ranges(ids: list[int]) -> str:
+    """[0, 1, 2, 5, 7, 8] -> '0-2, 5, 7-8'."""
+    parts, start = [], None
+    for i, value in enumerate(ids):
+        if start is None:
+            start = value
+        if i + 1 == len(ids) or ids[i + 1] != value + 1:
+            parts.append(f"{start}" if start == value else f"{start}-{value}")
+            start = None
+    return ", ".join(parts)
+
+
+def _docstring(name: str, text: str, latex: str, provenance: Provenance, program_hash: str, behaviour: str,
+               lr: float, lr_note: str, note: str) -> str:
+    formula = textwrap.indent(text, "    ")
+    math_block = f"\nIn LaTeX:\n\n{textwrap.indent(latex, '    ')}\n" if latex else ""
+    origin = "\n".join(f"    {line}" for line in provenance.lines())
+    return f"""{name}: an optimizer found by optsearch (written by `optsearch export`).
+
+Update rule, applied as w <- w - lr * u after each step (a state register on
+the right of "<-" holds the previous step's value):
+
+{formula}
+{math_block}
+Default learning rate {lr:.{SIGNIFICANT_DIGITS - 1}e}: {lr_note}.
+
+Provenance:
+{origin}
+    program hash {program_hash}, behavioural fingerprint {behaviour}
+    {note}
+
+The update function below is the program as straight-line torch code, each
+line commented with its statement; state, checks and routing are
+RuleOptimizer's. Edit it freely; re-export to regenerate.
+"""
+
+
+_NOTES = {True: "simplified with SymPy; the simplified rule was checked equal to the found one on random inputs",
+          False: "exported as found (pruned of dead code)"}
+
+
+def export(program: Program, name: str, provenance: Provenance | None = None, folder: str | Path | None = None,
            force: bool = False, simplify_program: bool = True, primitive_set: PrimitiveSet = ALL,
-           register: bool | None = None) -> Exported:
-    """Write the module (and register it when writing into discovered/)."""
-    from primitives.simplify import render, simplify, simplify_symbolic, to_sympy
+           register: bool = False, standalone: bool = False, lr: float | None = None) -> Exported:
+    """Write the module into `folder` (default: the working directory, or discovered/ with `register`).
 
-    folder = Path(folder) if folder is not None else discovered_dir()
-    register = (folder.resolve() == discovered_dir().resolve()) if register is None else register
+    register: also add it to the package's manifest and registry (discovered/_exported.py), so that
+    `from discovered import Name` works and the conformance suite covers it.
+    """
+    from primitives.simplify import render, simplify, symbolic_form
+
+    if register and standalone:
+        raise ExportError("a standalone file is for other projects; it is not registered in discovered/")
+    folder = Path(folder) if folder is not None else discovered_dir() if register else Path.cwd()
+    if folder.exists() and not folder.is_dir():
+        raise ExportError(f"--out {folder} is a file, not a folder")
     module = check_name(name, folder, force)
     try:
         validate(program, primitive_set)
     except ProgramError as exc:
         raise ExportError(f"invalid program: {exc}") from None
-    provenance = dict(provenance or {})
-    lr = float(provenance.pop("_lr", 1e-3))
+    provenance = provenance or Provenance()
     if simplify_program:
         result = simplify(program, primitive_set)
-        final, simplified, note, latex, text = result.simplified, result.accepted, result.note, result.latex, result.text
+        final, simplified, latex, text = result.simplified, result.accepted, result.latex, result.text
     else:
-        final, simplified, note = prune(program), False, "not simplified (--no-simplify)"
-        latex, text = render(simplify_symbolic(to_sympy(final, primitive_set)))
-    from primitives.fingerprint import fingerprint
-    from primitives.hashing import structural_hash
-
-    provenance.setdefault("program hash", structural_hash(final, primitive_set))
-    provenance.setdefault("fingerprint", fingerprint(final, primitive_set=primitive_set))
-    provenance = {**provenance, "exported": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                  "simplification": note}
-    source = generate(final, name, provenance, lr, text, latex, primitive_set)
-    compile(source, f"{module}.py", "exec")  # a syntax check; nothing runs
-    with tempfile.TemporaryDirectory() as scratch:
-        trial = Path(scratch) / f"{module}.py"
-        trial.write_text(source)
-        generated = _import_file(trial, f"_optsearch_export_check_{module}")
-        agree, why = agrees_with_program(getattr(generated, name), final, primitive_set)
+        final, simplified = prune(program), False
+        try:
+            latex, text = render(symbolic_form(final, primitive_set))
+        except ValueError:  # too large, or a primitive without a SymPy counterpart: the program's own text
+            latex, text = "", final.text()
+    tuned = provenance.tuned_lr()
+    default_lr = _round(lr if lr is not None else tuned if tuned is not None else 1e-3)
+    lr_note = ("given by the exporter" if lr is not None else
+               f"the median over {len(provenance.tasks)} task(s) of the rates the search tuned for it "
+               f"(rounded to {SIGNIFICANT_DIGITS} digits); tune it for your problem" if tuned is not None else
+               "not tuned (the program came without tuned rates): tune it for your problem")
+    program_hash = structural_hash(final, primitive_set)
+    behaviour = fingerprint(final, primitive_set=primitive_set)
+    docstring = _docstring(name, text, latex, provenance, program_hash, behaviour, default_lr, lr_note,
+                           _NOTES[simplified])
+    record = {**provenance.to_dict(), "program_hash": program_hash, "fingerprint": behaviour,
+              "exported": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    try:
+        source = codegen.module_source(final, name, docstring, record, default_lr, primitive_set, standalone)
+        codegen.check_source(source, name, docstring, standalone)
+    except codegen.CodegenError as exc:
+        raise ExportError(str(exc)) from None
+    agree, why = _self_check(source, module, name, final, primitive_set, standalone)
     if not agree:
         raise ExportError(f"the generated {name} does not reproduce its program ({why}); nothing was written")
     folder.mkdir(parents=True, exist_ok=True)
@@ -462,22 +397,36 @@ def export(program: Program, name: str, provenance: dict | None = None, folder: 
     atomic_write_text(path, source)
     if register:
         manifest = _read_manifest(folder)
-        manifest[name] = {"module": module, "lr": lr, "matrix": uses_matrix_primitives(final, primitive_set),
-                          "program_hash": provenance.get("program hash", "")}
+        manifest[name] = {"module": module, "lr": default_lr, "matrix": uses_matrix_primitives(final, primitive_set)}
         atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         atomic_write_text(folder / REGISTRY_MODULE, registry_source(manifest))
-    return Exported(name, path, final, simplified, note)
+    return Exported(name, path, final, simplified, _NOTES[simplified], source)
+
+
+def _self_check(source: str, module: str, name: str, program: Program, primitive_set: PrimitiveSet,
+                standalone: bool) -> tuple[bool, str]:
+    """Import the checked source from a temporary folder and run it beside the program."""
+    with tempfile.TemporaryDirectory() as scratch:
+        trial = Path(scratch) / f"{module}.py"
+        trial.write_text(source)
+        module_name = f"_optsearch_export_check_{module}"
+        try:
+            generated = _import_file(trial, module_name)
+            return agrees_with_program(getattr(generated, name), program, primitive_set)
+        finally:
+            sys.modules.pop(module_name, None)
 
 
 def registry_source(manifest: dict) -> str:
-    lines = ['"""Optimizers exported by `optsearch export` (generated from exported.json; do not edit)."""', "",
-             "from __future__ import annotations", ""]
+    """discovered/_exported.py from the (validated) manifest: names and modules are identifiers, lr a number."""
+    lines = ['"""Optimizers exported by `optsearch export --register` (generated from exported.json; do not edit)."""',
+             "", "from __future__ import annotations", ""]
     for name in sorted(manifest):
         lines.append(f"from discovered.{manifest[name]['module']} import {name}")
     lines += ["", "# name -> (class, default keywords for the conformance suite, treats matrices as matrices)",
               "EXPORTED = {"]
     for name in sorted(manifest):
         entry = manifest[name]
-        lines.append(f"    {name!r}: ({name}, {{'lr': {entry['lr']!r}}}, {entry['matrix']!r}),")
+        lines.append(f"    {name!r}: ({name}, {{'lr': {float(entry['lr'])!r}}}, {bool(entry['matrix'])!r}),")
     lines.append("}")
     return "\n".join(lines) + "\n"

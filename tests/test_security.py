@@ -97,3 +97,96 @@ def test_files_a_run_writes_follow_the_umask(tmp_path):
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "run").rglob("*") if p.is_file()}
     assert {"config.json", "checkpoint.json", "events.jsonl"} <= set(modes)
     assert set(modes.values()) == {0o644}, modes
+
+
+# ---------------------------------------------------------------------------
+# Nothing from a run directory runs: a crafted events.jsonl planted into every field export reads.
+
+PAYLOAD = "''',__import__('os').system('date >> PWNED'),'''#"
+QUOTES = '"""\'\'\'\\'
+
+
+def _tiny_run(run_dir):
+    from search.engine import run
+
+    run(_behaviour("stop.max_evals=4"), run_dir=run_dir)
+
+
+def _edit_event(run_dir, change):
+    import json
+
+    path = run_dir / "events.jsonl"
+    lines = path.read_text().splitlines()
+    first = json.loads(lines[0])
+    change(first)
+    lines[0] = json.dumps(first)
+    path.write_text("\n".join(lines) + "\n")
+
+
+TAMPERING = {
+    "structural_hash": lambda e: e.update(structural_hash=PAYLOAD),
+    "fingerprint": lambda e: e.update(fingerprint=QUOTES),
+    "mutation": lambda e: e.update(mutation=PAYLOAD + QUOTES),
+    "reason": lambda e: e.update(reason=PAYLOAD),
+    "task name": lambda e: e.update(tasks={PAYLOAD: {"score": 0.0}}),
+    "task lr": lambda e: e.update(tasks={"behaviour": {"score": 0.0, "lr": PAYLOAD}}),
+    "task loss": lambda e: e.update(tasks={"behaviour": {"score": 0.0, "train_loss": QUOTES}}),
+    "program name": lambda e: e["program"].update(name=PAYLOAD),
+    "constant name": lambda e: e["program"].update(constants={PAYLOAD: 0.9}),
+    "warm start": lambda e: e.update(warm_start=PAYLOAD),
+}
+
+
+@pytest.mark.parametrize("field", sorted(TAMPERING))
+def test_a_crafted_run_directory_never_runs_code_through_export(tmp_path, monkeypatch, field):
+    import subprocess
+    import sys
+
+    from search.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    _tiny_run(tmp_path / "run")
+    _edit_event(tmp_path / "run", TAMPERING[field])
+    code = main(["export", str(tmp_path / "run"), "0", "--name", "Evil", "--out", str(tmp_path / "out")])
+    assert code in (0, 2)
+    assert not (tmp_path / "PWNED").exists()
+    if code == 0:
+        source = (tmp_path / "out" / "evil.py").read_text()
+        assert "__import__" not in source and "PWNED" not in source
+        done = subprocess.run([sys.executable, "-c", "import evil"], cwd=tmp_path / "out", capture_output=True)
+        assert done.returncode == 0, done.stderr
+        assert not (tmp_path / "out" / "PWNED").exists() and not (tmp_path / "PWNED").exists()
+    else:
+        assert not (tmp_path / "out").exists()
+
+
+def test_a_crafted_run_id_in_config_json_is_refused(tmp_path, monkeypatch):
+    import json
+
+    from search.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    _tiny_run(tmp_path / "run")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    config["run_id"] = PAYLOAD
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    assert main(["export", str(tmp_path / "run"), "0", "--name", "Evil", "--out", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists() and not (tmp_path / "PWNED").exists()
+
+
+def test_generated_source_is_checked_before_anything_imports_it():
+    from primitives.known import LION
+    from search import codegen
+    from primitives.library import ALL
+
+    with pytest.raises(codegen.CodegenError, match="docstring"):
+        codegen.module_source(LION, "Evil", 'x"""\nimport os\n"""', {}, 1e-3, ALL)
+    with pytest.raises(codegen.CodegenError, match="docstring"):
+        codegen.module_source(LION, "Evil", "ends in a backslash \\", {}, 1e-3, ALL)
+    good = codegen.module_source(LION, "Fine", "A rule.", {"run": "r"}, 1e-3, ALL)
+    codegen.check_source(good, "Fine", "A rule.", standalone=False)
+    for bad in (good + "\n__import__('os').system('date')\n",
+                good.replace("PROVENANCE = {", "PROVENANCE = dict(x=__import__('os')) or {"),
+                good.replace('r"""A rule."""', 'r"""A rule."""\nimport os; os.system("date")')):
+        with pytest.raises(codegen.CodegenError):
+            codegen.check_source(bad, "Fine", "A rule.", standalone=False)

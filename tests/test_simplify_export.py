@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
+import inspect
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import sympy
 import torch
@@ -18,7 +21,7 @@ from discovered.registry import OptimizerInfo
 from primitives import symbolic
 from primitives.known import ADAMW, LION, LION_RAW, MUON, POLARGRAD, POLARGRAD_POLAR_FIRST
 from primitives.serialize import parse, save
-from search.export import ExportError, export
+from search.export import ExportError, Provenance, TaskResult, export
 from primitives.simplify import canonical, equivalent, simplify, to_sympy
 
 # --- identities ----------------------------------------------------------------
@@ -166,7 +169,7 @@ def test_export_registers_the_optimizer_in_the_package(tmp_path):
 
     package = tmp_path / "discovered"
     shutil.copytree(Path(discovered.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
-    export(LION, "Cobra", {"run": "test"}, folder=package, register=True)
+    export(LION, "Cobra", Provenance(run="test"), folder=package, register=True)
     program = f"""
 import sys; sys.path.insert(0, {str(tmp_path)!r})
 import discovered
@@ -210,7 +213,7 @@ def test_invalid_program_and_unknown_candidate_are_refused(tmp_path):
     with pytest.raises(ExportError, match="no candidate 99"):
         candidate_from_run(tmp_path / "run", 99)
     program, provenance, _ = candidate_from_run(tmp_path / "run", 0)
-    assert provenance["candidate"] == 0 and provenance["program hash"]
+    assert provenance.candidate == 0 and provenance.run == "run" and provenance.score is not None
 
 
 def test_equivalence_check_rejects_a_wrong_rewrite():
@@ -245,3 +248,85 @@ def test_ablation_drops_what_does_not_matter_and_keeps_what_does():
     result = ablate(noisy, lambda p: behaviour.evaluate(p).score, ALL, tolerance=1e-9)
     assert result.removed == ("u = clip(u; big)",) and result.program == LION
     assert result.evaluations >= 2 and result.score == result.original_score == 0.0
+
+
+STANDALONE_TRAINING = """
+import sys
+for name in ("primitives", "discovered", "search", "proxy_tasks"):
+    sys.modules[name] = None  # optsearch cannot be imported here
+sys.path.insert(0, {folder!r})
+import torch
+from {module} import {name}
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+model = model.double()
+optimizer = {name}(model.parameters(), lr={lr!r})
+x = torch.randn(64, 8, dtype=torch.float64)
+y = torch.sin(x[:, :1]) * x[:, 1:2]
+losses = []
+for _ in range(30):
+    optimizer.zero_grad()
+    loss = torch.mean((model(x) - y) ** 2)
+    loss.backward()
+    optimizer.step()
+    losses.append(loss.item())
+print(" ".join(repr(v) for v in losses))
+"""
+
+
+def _train_with_program(program, lr):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1)).double()
+    optimizer = ProgramOptimizer(model.parameters(), program, lr=lr, adamw_lr=3e-4)
+    x = torch.randn(64, 8, dtype=torch.float64)
+    y = torch.sin(x[:, :1]) * x[:, 1:2]
+    losses = []
+    for _ in range(30):
+        optimizer.zero_grad()
+        loss = torch.mean((model(x) - y) ** 2)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.mark.parametrize("program,name,lr", [(LION, "LionAlone", 1e-3), (MUON, "MuonAlone", 0.02)])
+def test_a_standalone_export_trains_where_optsearch_cannot_be_imported(tmp_path, program, name, lr):
+    result = export(program, name, folder=tmp_path, standalone=True)
+    imports = [line for line in result.source.splitlines() if line.startswith(("import ", "from "))]
+    assert all(line.split()[1].split(".")[0] in ("torch", "__future__", "collections", "typing", "dataclasses",
+                                                 "enum", "functools", "math") for line in imports), imports
+    script = STANDALONE_TRAINING.format(folder=str(tmp_path), module=result.path.stem, name=name, lr=lr)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    losses = [float(v) for v in done.stdout.split()]
+    assert losses[-1] < losses[0]
+    # The standalone class is the program: the same losses as ProgramOptimizer (its AdamW part at 3e-4).
+    np.testing.assert_allclose(losses, _train_with_program(program, lr), rtol=1e-9)
+
+
+def test_export_writes_to_the_working_directory_a_readable_module_with_a_rounded_tuned_lr(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    previous = os.umask(0o022)
+    try:
+        tasks = (TaskResult("quadratic", 0.5, lr=0.0123456, train_loss=0.1), TaskResult("mlp", 0.2, lr=0.0234567))
+        result = export(LION, "Viper", Provenance(run="quickstart-1", candidate=7, score=0.35, stage="full",
+                                                  tasks=tasks))
+    finally:
+        os.umask(previous)
+    assert result.path == tmp_path / "viper.py"
+    assert result.path.stat().st_mode & 0o777 == 0o644
+    cls = _load(result.path, "Viper")
+    assert inspect.signature(cls).parameters["lr"].default == 0.0179  # median of the two, 3 digits
+    docstring = ast.get_docstring(ast.parse(result.source))
+    assert "median over 2 task(s) of the rates the search tuned" in docstring
+    assert "run quickstart-1, candidate 7" in docstring
+
+
+@pytest.mark.parametrize("name", ["cobra", "Snake_case", "Cobra!", "AdamW", "SGD"])
+def test_export_names_are_class_names_that_shadow_nothing(tmp_path, name):
+    with pytest.raises(ExportError):
+        export(LION, name, folder=tmp_path)
+    assert list(tmp_path.iterdir()) == []
