@@ -132,17 +132,53 @@ class TransferConfig:
         _at_least("transfer.retune", self.retune, 0)
 
 
+BACKENDS = ("multiprocess", "ray")
+# What ray.init() accepts as a cluster to join: "auto" (the cluster this machine is part of), the
+# head's GCS as HOST:PORT, or a Ray Client server as ray://HOST[:PORT]. ("" is not matched: it is the default.)
+RAY_ADDRESS = re.compile(r"(auto|ray://[^\s/:]+(:[0-9]{1,5})?|[^\s/:]+:[0-9]{1,5})\Z")
+RAY_INSTALL = 'pip install "optsearch[ray]"'
+
+
 @dataclasses.dataclass(frozen=True)
 class WorkersConfig:
-    workers: int = 2  # long-lived worker processes (one torch thread each on CPU)
+    """Who evaluates candidates. Not part of a search's identity (config digest): a resume may change any of it."""
+
+    workers: int = 2  # long-lived worker processes or Ray actors (one torch thread each on CPU)
     serial: bool = False  # evaluate in the coordinator, one at a time: deterministic
-    memory_gb: float = 8.0  # address-space limit per worker (0: none); a big allocation fails cleanly
+    # Address-space limit per worker (0: none); a big allocation fails cleanly. A Ray actor reserves
+    # gigabytes of address space it never touches, so on Ray this much comes on top of what the actor holds
+    # once started.
+    memory_gb: float = 8.0
+    # "multiprocess": worker processes on this machine; "ray": actors on a Ray cluster (search/ray_backend.py).
+    backend: str = "multiprocess"
+    # Ray only. "": what ray.init() does (RAY_ADDRESS if set, else a new local Ray instance, stopped at the
+    # end); "auto", "HOST:PORT" or "ray://HOST:10001": an existing cluster, left running.
+    address: str = ""
+    cpus_per_worker: int = 1  # Ray only: CPUs reserved for each actor, and its torch threads
+    gpus_per_worker: float = 0.0  # Ray only: GPUs reserved for each actor (0.25: four share one; 0: none)
 
     def check(self) -> None:
         _positive("workers.workers", self.workers)
         _at_least("workers.memory_gb", self.memory_gb, 0)
         if self.memory_gb > MAX_MEMORY_GB:
             raise ConfigError(f"workers.memory_gb must be at most {MAX_MEMORY_GB} (0: no limit), got {self.memory_gb}")
+        _choice("workers.backend", self.backend, BACKENDS)
+        if self.address and not RAY_ADDRESS.match(self.address):
+            raise ConfigError(f"workers.address must be \"\" (what ray.init() does), auto, HOST:PORT or "
+                              f"ray://HOST:PORT; got {self.address!r}")
+        _positive("workers.cpus_per_worker", self.cpus_per_worker)
+        _at_least("workers.gpus_per_worker", self.gpus_per_worker, 0)
+        if self.gpus_per_worker > 1 and not float(self.gpus_per_worker).is_integer():
+            # Ray's own rule: a fraction of one GPU, or whole GPUs.
+            raise ConfigError(f"workers.gpus_per_worker above 1 must be a whole number, got {self.gpus_per_worker}")
+        if self.backend == "ray":
+            if self.serial:
+                raise ConfigError("workers.serial evaluates in this process; it cannot be combined with "
+                                  "workers.backend = \"ray\"")
+            import importlib.util  # find_spec: whether Ray is there, without the seconds importing it takes
+
+            if importlib.util.find_spec("ray") is None:  # said now, before a run directory is made
+                raise ConfigError(f"workers.backend = \"ray\" needs Ray, which is not installed here: {RAY_INSTALL}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,10 +8,11 @@
 
 Backends: SerialPool (in this process, one job at a time, in order: the
 deterministic mode) and WorkerPool (long-lived local worker processes), both
-in search/workers.py. A backend reports a job that raised, ran past the
-timeout, or lost its worker as a Completion with that status; the search
-records it and goes on. Jobs and results are plain data (programs as JSON
-dicts), so a backend may run them anywhere.
+in search/workers.py, and RayPool (long-lived actors on a Ray cluster:
+workers.backend = "ray", search/ray_backend.py). A backend reports a job that
+raised, ran past the timeout, or lost its worker as a Completion with that
+status; the search records it and goes on. Jobs and results are plain data
+(programs as JSON dicts), so a backend may run them anywhere.
 """
 
 from __future__ import annotations
@@ -42,5 +43,9 @@ def make_backend(config: SearchConfig) -> Backend:
     settings = {"config": config.to_dict()}
     if config.workers.serial:
         return SerialPool(build_runner, settings)
+    if config.workers.backend == "ray":
+        from search.ray_backend import RayPool  # imports Ray: only when asked for
+
+        return RayPool.from_config(config, build_runner, settings)
     return WorkerPool(config.workers.workers, build_runner, settings, config.evaluation.timeout,
                       config.workers.memory_gb)
