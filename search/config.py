@@ -327,6 +327,8 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
                     if not sep:
                         raise ConfigError(f"{where}: expected name=value, got {item!r}")
                     item = (key.strip(), number)
+                if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str)):
+                    raise ConfigError(f"{where}: expected (name, value) pairs, got {item!r:.60}")
                 pairs.append((str(item[0]), _convert(item[1], float, f"{where}.{item[0]}")))
             return tuple(pairs)
         return tuple(_convert(v, inner, f"{where}[]") for v in value)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -33,7 +32,7 @@ from search.jobs import baseline_cache_path, make_evaluator, resolve_primitive_s
 from search.observers import Observer, Snapshot
 from search.plots import PlotWriter
 from search.proposer import PopulationConverged, Proposer
-from search.records import Completion, Counters, Job, JobKind, Status
+from search.records import Completion, Counters, Job, JobKind, Status, finite_number
 from search.run_store import RunDirError, RunStore
 from search.scheduler import Scheduler
 from search.state import SearchState
@@ -365,6 +364,6 @@ def resume(run_dir: str | Path, overrides: list[str] | None = None, observers: S
 
 
 def _number(value, store: RunStore) -> float:
-    if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
+    if not finite_number(value) or value < 0:
         raise RunDirError(f"{store.checkpoint_path}: damaged elapsed time {value!r}; nothing was changed")
     return float(value)

@@ -19,12 +19,11 @@ rebuilt and validated against the primitive set by whoever needs them.
 from __future__ import annotations
 
 import dataclasses
-import math
 import types
 import typing
 from typing import Any, ClassVar
 
-from search.records import Stage, Status
+from search.records import Stage, Status, finite_number
 
 
 class EventError(ValueError):
@@ -149,7 +148,8 @@ def from_dict(data: Any) -> Event:
     """The event a JSON record describes; EventError naming the field if it is not one."""
     if not isinstance(data, dict):
         raise EventError("not an event record")
-    cls = EVENT_TYPES.get(data.get("type"))  # type: ignore[arg-type]
+    kind = data.get("type")
+    cls = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise EventError(f"unknown event type {data.get('type')!r}")
     hints = _hints(cls)
@@ -182,7 +182,7 @@ def _check(value: Any, annotation: Any, name: str) -> Any:
             raise EventError(f"field {name!r} must be an integer, got {value!r:.60}")
         return value
     if annotation is float:
-        if type(value) not in (int, float) or not math.isfinite(value):
+        if not finite_number(value):
             raise EventError(f"field {name!r} must be a finite number, got {value!r:.60}")
         return float(value)
     if annotation is str:

@@ -52,6 +52,7 @@ from primitives.program import Program, ProgramError, validate
 from primitives.serialize import from_dict
 from search import codegen
 from search.config import RUN_ID
+from search.records import finite_number
 
 MANIFEST = "exported.json"
 REGISTRY_MODULE = "_exported.py"
@@ -116,7 +117,7 @@ def _read_manifest(folder: Path) -> dict:
     if not isinstance(data, dict) or not all(
             isinstance(k, str) and _CLASS_NAME.match(k) and isinstance(v, dict)
             and isinstance(v.get("module"), str) and v["module"].isidentifier()
-            and type(v.get("lr")) in (int, float) and math.isfinite(v["lr"]) and isinstance(v.get("matrix"), bool)
+            and finite_number(v.get("lr")) and isinstance(v.get("matrix"), bool)
             for k, v in data.items()):
         raise ExportError(f"{path} is not an export manifest; fix or remove it before exporting")
     return data
@@ -210,7 +211,7 @@ class Provenance:
 def _finite(value, label: str, allow_inf: bool = False) -> None:
     if value is None:
         return
-    if type(value) not in (int, float) or math.isnan(value) or (not allow_inf and math.isinf(value)):
+    if not (finite_number(value) or (allow_inf and type(value) is float and math.isinf(value))):
         raise ExportError(f"{label} {value!r:.80} is not a finite number")
 
 

@@ -21,6 +21,7 @@ from search import config as config_module
 from search import events as events_module
 from search.config import ConfigError, SearchConfig
 from search.jobs import resolve_primitive_set
+from search.records import finite_number
 from search.run_store import RunDirError, RunStore
 from search.state import SearchState, StateError
 
@@ -65,25 +66,30 @@ def load(run_dir: str | Path, overrides: list[str] | None = None, primitive_set_
         raise RunDirError(f"the run used primitive set {name!r}, not {primitive_set_name!r}")
     primitive_set = resolve_primitive_set(name, trusted=trusted or primitive_set_name is not None)
     checkpoint = store.read_checkpoint(run_id, config.digest())
+    if checkpoint is not None:
+        _check_shape(checkpoint, store)
     state = SearchState(config, primitive_set)
     for line, record in store.read_records(repair=repair):
         try:
             state.apply(events_module.from_dict(record))
         except (events_module.EventError, StateError, ProgramError) as exc:
             raise RunDirError(f"{store.events_path}, line {line}: {exc}; nothing was changed") from None
-        if checkpoint is not None and state.seq == checkpoint.get("state", {}).get("seq"):
+        if checkpoint is not None and state.seq == checkpoint["state"]["seq"]:
             _check_against(state, checkpoint, store)
-    if checkpoint is not None and state.seq < _int(checkpoint.get("state", {}).get("seq"), store):
+    if checkpoint is not None and state.seq < checkpoint["state"]["seq"]:
         raise RunDirError(f"{store.events_path} ends at event {state.seq}, but {store.checkpoint_path} was "
                           f"written after event {checkpoint['state']['seq']}: the log was cut short or "
                           f"replaced; nothing was changed")
     return RecordedRun(store, run_id, config, primitive_set, state, checkpoint)
 
 
-def _int(value: Any, store: RunStore) -> int:
-    if type(value) is not int:
-        raise RunDirError(f"{store.checkpoint_path} is damaged (no event count); nothing was changed")
-    return value
+def _check_shape(checkpoint: dict[str, Any], store: RunStore) -> None:
+    """The checkpoint's fields have the types this version writes (their values are checked against the events)."""
+    state, elapsed = checkpoint.get("state"), checkpoint.get("elapsed")
+    if not (isinstance(state, dict) and type(state.get("seq")) is int and isinstance(checkpoint.get("rng"), dict)
+            and finite_number(elapsed) and elapsed >= 0):
+        raise RunDirError(f"{store.checkpoint_path} is damaged (its state, random-generator state or elapsed time "
+                          f"is missing or of the wrong type); nothing was changed")
 
 
 def _check_against(state: SearchState, checkpoint: dict[str, Any], store: RunStore) -> None:

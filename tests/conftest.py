@@ -1,9 +1,18 @@
-"""Shared fixtures."""
+"""Shared fixtures, and the Hypothesis profile every run uses."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+from hypothesis import settings
+
+# A fixed seed: CI sees the same examples every time, and a failure reproduces. Explore with
+# HYPOTHESIS_PROFILE=explore (fresh random examples each run).
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("explore", deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

@@ -190,3 +190,102 @@ def test_generated_source_is_checked_before_anything_imports_it():
                 good.replace('r"""A rule."""', 'r"""A rule."""\nimport os; os.system("date")')):
         with pytest.raises(codegen.CodegenError):
             codegen.check_source(bad, "Fine", "A rule.", standalone=False)
+
+
+# ---------------------------------------------------------------------------
+# Weak cases: each a clear one-line error (exit 2) or a warning, and nothing recorded is lost.
+
+
+def _cli(args, capsys):
+    from search.cli import main
+
+    code = main(args)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    return code, err
+
+
+@pytest.mark.parametrize("override,match", [
+    ("--evaluation.timeout=nan", "finite"), ("--workers.memory_gb=inf", "finite"),
+    ("--stop.wall_time=nan", "finite"), ("--evaluation.hurdle=nan", "finite"), ("--seed=-1", "seed"),
+    ("--persistence.run_id=../escape", "run_id"), ("--evaluation.device=tpu", "device"),
+    ("--workers.memory_gb=1e300", "at most"),
+])
+def test_bad_numbers_in_the_configuration_are_refused(capsys, override, match):
+    code, err = _cli(["run", "--preset", "smoke", override, "--dry-run"], capsys)
+    assert code == 2 and match in err
+
+
+def test_a_run_directory_that_cannot_be_created_or_written_is_a_clear_error(tmp_path, capsys):
+    code, err = _cli(["run", "--preset", "smoke", "--persistence.run_dir=/sys/optsearch-test", "--max-evals", "1",
+                      "--tracking.enabled=false"], capsys)
+    assert code == 2 and "cannot create run directory" in err
+    (tmp_path / "afile").write_text("")
+    code, err = _cli(["bench", "SGD", "--out", str(tmp_path / "afile")], capsys)
+    assert code == 2 and "is a file" in err
+
+
+def test_a_resume_of_a_damaged_run_is_refused_and_changes_nothing(tmp_path, capsys):
+    import json
+
+    _tiny_run(tmp_path / "run")
+    run_dir = tmp_path / "run"
+    files = lambda: {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file() and p.name != "lock"}  # noqa: E731
+    events = (run_dir / "events.jsonl").read_text().splitlines()
+    config = json.loads((run_dir / "config.json").read_text())
+    damages = {
+        "a log shorter than the checkpoint says": ("events.jsonl", "\n".join(events[:-1]) + "\n", "cut short"),
+        "a duplicated last line": ("events.jsonl", "\n".join(events + events[-1:]) + "\n", "follows event"),
+        "config.json without [stop]": ("config.json", json.dumps({k: v for k, v in config.items() if k != "stop"}),
+                                       "[stop] is missing"),
+        "config.json as a list": ("config.json", "[1, 2]", "not a table"),
+        "an event missing a field": ("events.jsonl", "\n".join([json.dumps({k: v for k, v in json.loads(events[0])
+                                                                           .items() if k != "score"})]
+                                                               + events[1:]) + "\n", "lacks the field"),
+    }
+    for what, (name, text, match) in damages.items():
+        original = (run_dir / name).read_text()
+        (run_dir / name).write_text(text)
+        before = files()
+        code, err = _cli(["resume", str(run_dir), "--max-evals", "8"], capsys)
+        assert code == 2 and match in err, (what, err)
+        assert files() == before, what
+        (run_dir / name).write_text(original)
+
+
+def test_a_program_too_long_for_sympy_is_shown_unsimplified(tmp_path, capsys):
+    lines = ["a0 = add(g, g)"] + [f"a{i} = {'mul' if i % 2 else 'add'}(a{i - 1}, g)" for i in range(1, 10_000)]
+    (tmp_path / "long.txt").write_text("\n".join(lines + ["return a9999"]))
+    code, _ = _cli(["simplify", str(tmp_path / "long.txt")], capsys)
+    assert code == 0
+
+
+def test_leaderboard_against_a_dead_server_is_a_clear_error(capsys):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, err = _cli(["leaderboard", "--tracking-uri", f"http://127.0.0.1:{port}"], capsys)
+    assert code == 2 and "cannot read the tracking store" in err
+
+
+def test_a_plot_that_cannot_be_written_is_a_warning_and_leaves_no_empty_file(tmp_path, monkeypatch, caplog):
+    import errno
+    import logging
+
+    import matplotlib.figure
+
+    from search.engine import run
+
+    def full_disk(self, path, *args, **kwargs):
+        with open(path, "wb"):
+            pass  # what a full disk leaves: an empty file, then the error
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full_disk)
+    with caplog.at_level(logging.WARNING, logger="optsearch"):
+        result = run(_behaviour("stop.max_evals=6"), run_dir=tmp_path / "run")
+    assert result.stopped_by == "max_evals"
+    assert any("could not write plots" in r.getMessage() for r in caplog.records)
+    assert not [p for p in (tmp_path / "run" / "plots").iterdir() if p.suffix == ".png"]

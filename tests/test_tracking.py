@@ -149,10 +149,85 @@ def test_real_mlflow_server_stopped_mid_search_then_back(tmp_path, baseline_cach
         # Catch-up: resuming the finished search (same budget) logs the backlog.
         resume(tmp_path / "run", observers=[MlflowTracker(uri)])
         _, runs = runs_of(uri)
-        ids = {r.data.tags["optsearch.candidate_id"] for r in runs if r.data.tags.get("optsearch.kind") == "candidate"}
-        assert ids == {str(e["id"]) for e in events}
+        ids = [r.data.tags["optsearch.candidate_id"] for r in runs if r.data.tags.get("optsearch.kind") == "candidate"]
+        assert sorted(ids) == sorted(str(e["id"]) for e in events)  # counts, not sets: each exactly once
     finally:
         for server in servers:
             if server.poll() is None:
                 os.killpg(server.pid, signal.SIGKILL)
                 server.wait()
+
+
+def _candidate_runs(uri):
+    _, runs = runs_of(uri)
+    return [r for r in runs if r.data.tags.get("optsearch.kind") == "candidate"]
+
+
+def test_kill_9_then_resume_logs_each_candidate_exactly_once(tmp_path, baseline_cache):
+    """Counts, not sets: a kill between logging a candidate and saving any counter must not log it twice."""
+    import os
+    import signal
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "search", "run", "--preset", "smoke", "--run-dir", str(run_dir),
+               "--max-evals", "14", f"--tracking-uri={uri}", f"--evaluation.baseline_cache={baseline_cache}",
+               "--persistence.checkpoint_every=50"]
+    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if (run_dir / "events.jsonl").exists() and \
+                    sum(e["type"] == "candidate" for e in RunStore(run_dir).read_events()) >= 5:
+                break
+            time.sleep(0.2)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    resume(run_dir, observers=[MlflowTracker(uri)])
+    ids = [int(r.data.tags["optsearch.candidate_id"]) for r in _candidate_runs(uri)]
+    events = [e for e in RunStore(run_dir).read_events() if e["type"] == "candidate"]
+    assert len(events) == 14
+    assert sorted(ids) == sorted(e["id"] for e in events)  # each exactly once
+
+
+def test_a_child_run_left_half_written_is_replaced_once(tmp_path, baseline_cache):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run(smoke(baseline_cache, "stop.max_evals=4"), run_dir=tmp_path / "run", observers=[MlflowTracker(uri)])
+    c = client(uri)
+    first = _candidate_runs(uri)[0]
+    c.set_terminated(first.info.run_id, status="RUNNING")  # as a kill between create_run and set_terminated leaves it
+    resume(tmp_path / "run", ["stop.max_evals=5"], observers=[MlflowTracker(uri)])
+    runs = _candidate_runs(uri)
+    ids = [r.data.tags["optsearch.candidate_id"] for r in runs]
+    assert len(ids) == len(set(ids)) == 5
+    assert all(r.info.status in ("FINISHED", "FAILED") for r in runs)
+
+
+def test_a_damaged_tracking_json_is_a_warning_and_the_parent_run_is_kept(tmp_path, baseline_cache, caplog):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run(smoke(baseline_cache, "stop.max_evals=3"), run_dir=tmp_path / "run", observers=[MlflowTracker(uri)])
+    (tmp_path / "run" / "tracking.json").write_text("{not json")
+    with caplog.at_level(logging.WARNING, logger="optsearch.tracking"):
+        result = resume(tmp_path / "run", ["stop.max_evals=5"], observers=[MlflowTracker(uri)])
+    assert result.stopped_by == "max_evals"
+    assert any("tracking.json is damaged" in r.getMessage() for r in caplog.records)
+    assert list((tmp_path / "run").glob("tracking.json.damaged-*"))
+    _, runs = runs_of(uri)
+    assert sum(r.data.tags.get("optsearch.kind") == "search" for r in runs) == 1  # found again by its run id
+    assert len(_candidate_runs(uri)) == 5
+
+
+def test_two_searches_starting_together_on_a_new_store_are_both_tracked(tmp_path, baseline_cache):
+    uri = f"sqlite:///{tmp_path / 'fresh.db'}"
+    processes = [subprocess.Popen(
+        [sys.executable, "-m", "search", "run", "--preset", "smoke", "--run-dir", str(tmp_path / name),
+         "--max-evals", "3", f"--tracking-uri={uri}", "--workers.serial=true", "--evaluation.kind=behaviour"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for name in ("a", "b")]
+    for process in processes:
+        assert process.wait(timeout=300) == 0, process.stderr.read().decode()[-2000:]
+    c = client(uri)
+    experiment = c.get_experiment_by_name("optsearch-smoke")
+    runs = c.search_runs([experiment.experiment_id], max_results=100)
+    assert sorted(r.info.run_name for r in runs if r.data.tags.get("optsearch.kind") == "search") == ["a", "b"]
+    assert sum(r.data.tags.get("optsearch.kind") == "candidate" for r in runs) == 6
