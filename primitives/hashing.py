@@ -32,7 +32,7 @@ import zlib
 from primitives.analysis import prune
 from primitives.library import ALL
 from primitives.primitive import PrimitiveSet
-from primitives.program import Program, lookup
+from primitives.program import Program
 
 _INPUT_TAG, _STATE_TAG = zlib.crc32(b"input"), zlib.crc32(b"state")
 _INPUT_LEAVES = {"g": hash((_INPUT_TAG, 1)), "w": hash((_INPUT_TAG, 2)), "t": hash((_INPUT_TAG, 3))}
@@ -65,39 +65,18 @@ def _head(primitive_set: PrimitiveSet, op: str, values: tuple[float, ...]) -> tu
     return hash((_code(op), consts)), prim.commutative
 
 
-@functools.lru_cache(maxsize=None)
-def _constant_free_heads(primitive_set: PrimitiveSet) -> dict[str, tuple[int, bool]]:
-    """_head of every op without constants: most statements, and a dict lookup is 5x an lru_cache call."""
-    return {prim.name: _head(primitive_set, prim.name, ()) for prim in primitive_set if not prim.consts}
-
-
 def _merkle(program: Program, primitive_set: PrimitiveSet, env: dict[str, int]) -> dict[str, int]:
     """Hash every statement's value from its op head and its arguments' hashes, in order.
 
     `env` holds the leaves (inputs, and state registers as the step begins).
-    Written for speed, the symbolic layer's hot loop: arguments unrolled for
-    the usual one or two, no comprehension (each costs a call in Python 3.11).
     """
-    constants = dict(program.constants) if program.constants else None
-    constant_free = _constant_free_heads(primitive_set)
+    constants = program.constant_values
     for stmt in program.body:
-        if stmt.consts:
-            head, commutative = _head(primitive_set, stmt.op, lookup(constants, stmt.consts))
-        else:
-            head, commutative = constant_free.get(stmt.op) or _head(primitive_set, stmt.op, ())
-        out, args = stmt.out, stmt.args
-        if len(args) == 1:
-            env[out] = hash((head, env[args[0]]))
-        elif len(args) == 2:
-            first, second = env[args[0]], env[args[1]]
-            if commutative and second < first:
-                first, second = second, first
-            env[out] = hash((head, first, second))
-        else:
-            arg_hashes = [env[a] for a in args]
-            if commutative:
-                arg_hashes.sort()
-            env[out] = hash((head, *arg_hashes))
+        head, commutative = _head(primitive_set, stmt.op, tuple(constants[c] for c in stmt.consts))
+        arguments = [env[a] for a in stmt.args]
+        if commutative:
+            arguments.sort()
+        env[stmt.out] = hash((head, *arguments))
     return env
 
 
@@ -105,25 +84,17 @@ def structural_hash(program: Program, primitive_set: PrimitiveSet = ALL, pruned:
     """16 hex digits, the same in every process. Pass pruned=True if `program` is already pruned."""
     if not pruned:
         program = prune(program)
-    if not program.state:
-        return _digest(_merkle(program, primitive_set, _INPUT_LEAVES.copy())[program.output], [])
-    names, keys, leaves = [], [], []  # filled in one loop: comprehensions cost a call each
-    for decl in program.state:
-        key = _state_key(decl.kind, decl.init, decl.eps)
-        names.append(decl.name)
-        keys.append(key)
-        leaves.append(hash((_STATE_TAG, key)))
+    names = [decl.name for decl in program.state]
+    keys = [_state_key(decl.kind, decl.init, decl.eps) for decl in program.state]
+    leaves = [hash((_STATE_TAG, key)) for key in keys]
     env = _merkle(program, primitive_set, _with_leaves(names, leaves))
-    if len(leaves) > 1:
-        for _ in range(len(keys)):  # at most one relabelling per state (each splits a class, or nothing will)
-            if len(set(leaves)) == len(leaves):
-                break
-            leaves = [hash((_STATE_TAG, hash((key, env[name])))) for key, name in zip(keys, names)]
-            env = _merkle(program, primitive_set, _with_leaves(names, leaves))
+    for _ in range(len(keys)):  # at most one relabelling per state (each splits a class, or nothing will)
+        if len(set(leaves)) == len(leaves):
+            break
+        leaves = [hash((_STATE_TAG, hash((key, env[name])))) for key, name in zip(keys, names)]
+        env = _merkle(program, primitive_set, _with_leaves(names, leaves))
     # (label, end-of-step value) per carried state: the recurrence, whatever the names
-    labels = []
-    for leaf, name in zip(leaves, names):
-        labels.append(hash((leaf, env[name])))
+    labels = [hash((leaf, env[name])) for leaf, name in zip(leaves, names)]
     return _digest(env[program.output], labels)
 
 

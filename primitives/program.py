@@ -222,11 +222,6 @@ def validate(program: Program, primitive_set: PrimitiveSet = ALL) -> tuple[Kind,
     return _abstract_execution(program, primitive_set)
 
 
-def lookup(table: Mapping[str, object], keys: tuple[str, ...]) -> tuple:
-    """tuple(table[k] for k in keys); KeyError for a missing key."""
-    return tuple(table[key] for key in keys)
-
-
 def _abstract_execution(program: Program, primitive_set: PrimitiveSet) -> tuple[Kind, ...]:
     """Abstract execution, statement by statement, raising at the first problem with its reason."""
     constants = program.constant_values
