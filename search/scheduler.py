@@ -110,6 +110,7 @@ class Scheduler:
             work = heapq.heappop(self.waiting)[2]
         elif self.proposing and self.budget_left():
             warm = {c.proposal.warm_start for c in self.candidates.values() if c.proposal.warm_start}
+            self.next_id = max(self.next_id, self.state.next_id)
             proposal = self.proposer.propose(self.state, self.next_id, self._taken, warm)
             if proposal is None:
                 return None
