@@ -397,7 +397,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is nested too deeply") from None
 
 
-def load(preset: str | None = "smoke", config_file: str | Path | None = None,
+def load(preset: str | None = "quickstart", config_file: str | Path | None = None,
          overrides: list[str] | dict | None = None) -> SearchConfig:
     """Preset, then file, then overrides; checked."""
     config = SearchConfig()

@@ -23,11 +23,14 @@ submit, poll, cancel, close.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
+import sys
 import time
 import traceback
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -46,6 +49,26 @@ MAX_EARLY_DEATHS = 3
 
 # The function a worker calls to build its job runner: settings -> (job -> result).
 RunnerFactory = Callable[[dict[str, Any]], Callable[[Job], Any]]
+
+
+@contextlib.contextmanager
+def _main_module_hidden():
+    """Start a worker without re-running the caller's script in it.
+
+    A spawned process normally imports the parent's __main__ first, so that
+    functions defined there can be unpickled; a worker needs nothing from it
+    (its target is search.workers._worker_main, its settings plain data). A
+    script without an `if __name__ == "__main__":` guard, or one piped to
+    `python -`, would otherwise start a search again inside every worker.
+    During start(), __main__ is a bare module with no file to import.
+    """
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
 
 
 def _limit_memory(gigabytes: float) -> None:
@@ -115,7 +138,8 @@ class WorkerPool:
             target=_worker_main, args=(child, self.factory, settings, self.memory_gb), daemon=True,
             name=f"optsearch-worker-{self._next_index}",
         )
-        process.start()
+        with _main_module_hidden():
+            process.start()
         child.close()
         worker = _Worker(self._next_index, process, parent)
         self._next_index += 1
