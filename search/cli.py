@@ -265,8 +265,6 @@ def _ablation_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from primitives import PRIMITIVE_SETS
-
     parser = argparse.ArgumentParser(
         prog="optsearch",
         description="Discover optimizers by program search: evolve update rules from primitives, "
@@ -275,6 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"optsearch {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
+    for add in (_listing_commands, _search_commands, _tracking_commands, _program_commands):
+        add(commands)
+    return parser
+
+
+def _listing_commands(commands) -> None:
+    from primitives import PRIMITIVE_SETS
 
     listing = commands.add_parser("list-primitives", help="print the primitive set with signatures and costs")
     listing.add_argument("--set", default="all", choices=sorted(PRIMITIVE_SETS), help="which primitive set")
@@ -294,6 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--baseline-cache", default=None, help="baseline cache file (default ~/.cache/optsearch)")
     bench.set_defaults(handler=_bench)
 
+    demo = commands.add_parser("demo", help="train a small matrix problem with AdamW, Lion, Muon and PolarGrad")
+    demo.set_defaults(handler=_demo)
+
+
+def _search_commands(commands) -> None:
     run = commands.add_parser("run", help="start a search",
                               epilog="Any config value can be set as --section.key=value, e.g. --evolution.population=64.")
     run.add_argument("--preset", default="quickstart", help="smoke, quickstart, lion-space or matrix-space")
@@ -316,6 +326,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="off a terminal, print a progress line every N evaluations")
     resume.set_defaults(handler=_resume, takes_overrides=True)
 
+    show = commands.add_parser("show", help="a run's hall of fame and statistics")
+    show.add_argument("run_dir", metavar="RUN_DIR")
+    show.add_argument("--primitive-set", default=None,
+                      help="import this plugin primitive set to show the run's programs (never done otherwise)")
+    show.set_defaults(handler=_show)
+
+
+def _tracking_commands(commands) -> None:
     ui = commands.add_parser("ui", help="open the MLflow UI on the tracking store")
     ui.add_argument("--tracking-uri", default="", help="default: $MLFLOW_TRACKING_URI, else ./mlflow.db")
     ui.add_argument("--host", default="127.0.0.1")
@@ -328,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--top", type=int, default=10)
     board.set_defaults(handler=_leaderboard)
 
+
+def _program_commands(commands) -> None:
     simplify = commands.add_parser("simplify", help="print a program raw, pruned and simplified, with LaTeX")
     simplify.add_argument("program", metavar="PROGRAM", help="a program file (.json, or the text form)")
     simplify.add_argument("--primitive-set", default="all")
@@ -351,16 +371,6 @@ def build_parser() -> argparse.ArgumentParser:
                              "package.module:NAME imports it")
     _ablation_options(export)
     export.set_defaults(handler=_export)
-
-    show = commands.add_parser("show", help="a run's hall of fame and statistics")
-    show.add_argument("run_dir", metavar="RUN_DIR")
-    show.add_argument("--primitive-set", default=None,
-                      help="import this plugin primitive set to show the run's programs (never done otherwise)")
-    show.set_defaults(handler=_show)
-
-    demo = commands.add_parser("demo", help="train a small matrix problem with AdamW, Lion, Muon and PolarGrad")
-    demo.set_defaults(handler=_demo)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
