@@ -208,7 +208,8 @@ class MatrixOptimizer(CheckedOptimizer):
         """Whether route "auto" gives p to the rule (default: matrices only)."""
         return p.ndim - group["batch_dims"] >= 2
 
-    def _uses_rule(self, p: Tensor, group: dict) -> bool:
+    def uses_rule(self, p: Tensor, group: dict) -> bool:
+        """Whether `p` is updated by the optimizer's rule (else by the built-in AdamW)."""
         if group["route"] == "auto":
             return self._auto_takes(p, group)
         return group["route"] == "rule"
@@ -219,7 +220,7 @@ class MatrixOptimizer(CheckedOptimizer):
         for group in self.param_groups:
             rule_params, adamw_params = [], []
             for p in params_with_grad(group, type(self).__name__):
-                (rule_params if self._uses_rule(p, group) else adamw_params).append(p)
+                (rule_params if self.uses_rule(p, group) else adamw_params).append(p)
             if rule_params:
                 self._rule_step(group, rule_params)
             if adamw_params:

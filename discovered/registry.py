@@ -47,6 +47,9 @@ class OptimizerInfo:
     # seeds alone (elementwise rules, or batch_dims routing); False for rules
     # that mix entries along every dimension (SOAP's preconditioner).
     batchable: bool = True
+    # Its step is exactly lr times an update independent of lr (weight decay included): runs at
+    # several rates can share one batch (proxy_tasks/runner.py). SOAP decays after its step: not.
+    lr_linear: bool = True
 
     def make(self, params, **overrides) -> Optimizer:
         return self.cls(params, **{**self.kwargs, **overrides})
@@ -99,7 +102,7 @@ register(OptimizerInfo(
         ErrorInput({"merge_dims": "yes"}, "Invalid merge_dims"),
         ErrorInput({"data_format": "NHWC"}, "Invalid data_format"),
     ),
-    batchable=False,
+    batchable=False, lr_linear=False,
 ))
 
 # Programs run by the interpreter keep the same contract.

@@ -32,6 +32,9 @@ from primitives.program import Program, ProgramError
 # torch.optim classes that act coordinate by coordinate, so a stack of seeds
 # (a leading batch dimension) is trained exactly as the seeds would be alone.
 ELEMENTWISE_TORCH = {"SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adamax", "NAdam", "RAdam", "Adadelta", "ASGD"}
+# Of those, the ones whose step (decay included) is lr times an update independent of lr.
+# Not ASGD (its averaging depends on lr) nor Adagrad with lr_decay (its rate decays by step).
+LR_LINEAR_TORCH = ELEMENTWISE_TORCH - {"ASGD"}
 # The aux AdamW of Muon-style optimizers uses torch.optim.AdamW's defaults.
 AUX_ADAMW = {"adamw_betas": (0.9, 0.999), "adamw_eps": 1e-8, "adamw_weight_decay": 0.01}
 ALIASES = {"SGDM": ("SGD", {"momentum": 0.9}), "SGD-Nesterov": ("SGD", {"momentum": 0.9, "nesterov": True})}
@@ -55,6 +58,9 @@ class OptimizerSpec:
     kwargs: tuple[tuple[str, Any], ...] = ()
     routes: bool = False  # a MatrixOptimizer: takes route / batch_dims / adamw_* group keys
     batchable: bool = True  # trains stacked seeds correctly
+    # Its step is exactly lr times an update that does not depend on lr (decay included), so
+    # runs at several rates can be trained as one batch (proxy_tasks/runner.py's train_grid).
+    lr_linear: bool = False
     program: Program | None = None
 
     @classmethod
@@ -62,7 +68,7 @@ class OptimizerSpec:
         from discovered.program_optimizer import ProgramOptimizer
 
         return cls(name or f"program:{program.name or 'unnamed'}", functools.partial(ProgramOptimizer, program=program),
-                   tuple(sorted(kwargs.items())), routes=True, program=program)
+                   tuple(sorted(kwargs.items())), routes=True, lr_linear=True, program=program)
 
     def make(self, named_params: dict[str, torch.nn.Parameter], adamw_names: tuple[str, ...], lr: float,
              aux_lr: float, batch_dims: int, device: torch.device | str = "cpu") -> Optimizer:
@@ -79,6 +85,11 @@ class OptimizerSpec:
         if aux:
             groups.append({"params": aux, **common, "route": "adamw", "lr": aux_lr, "weight_decay": 0.01})
         return self.factory(groups, lr=lr, **kwargs)
+
+
+def _default_decay(cls, kwargs: dict) -> bool:
+    """Adagrad's step is linear in lr only without lr_decay."""
+    return not (cls is torch.optim.Adagrad and kwargs.get("lr_decay", 0))
 
 
 def _parameters(factory) -> set[str]:
@@ -121,7 +132,7 @@ def known_names() -> list[str]:
 
 def baseline_spec() -> OptimizerSpec:
     """torch.optim.AdamW with its defaults: the baseline of every score."""
-    return OptimizerSpec(BASELINE, BASELINE_CLASS, (), batchable=True)
+    return OptimizerSpec(BASELINE, BASELINE_CLASS, (), batchable=True, lr_linear=True)
 
 
 def baseline_identity() -> str:
@@ -186,10 +197,11 @@ def parse_optimizer(text: str) -> OptimizerSpec:
         cls = info.cls.func if isinstance(info.cls, functools.partial) else info.cls
         routes = isinstance(cls, type) and issubclass(cls, MatrixOptimizer)
         return _checked(OptimizerSpec(text, info.cls, tuple(sorted(kwargs.items())), routes=routes,
-                                      batchable=info.batchable))
+                                      batchable=info.batchable, lr_linear=info.lr_linear))
     cls = getattr(torch.optim, name, None)
     if isinstance(cls, type) and issubclass(cls, Optimizer) and cls is not Optimizer:
-        return _checked(OptimizerSpec(text, cls, tuple(sorted(kwargs.items())), batchable=name in ELEMENTWISE_TORCH))
+        return _checked(OptimizerSpec(text, cls, tuple(sorted(kwargs.items())), batchable=name in ELEMENTWISE_TORCH,
+                                      lr_linear=name in LR_LINEAR_TORCH and _default_decay(cls, kwargs)))
     import difflib
 
     close = difflib.get_close_matches(name, known_names(), n=3)

@@ -109,24 +109,75 @@ def train(
     schedule: str = "cosine",
 ) -> list[RunResult]:
     """One run per seed at learning rate `lr` (seeds vmapped together when task and optimizer allow)."""
+    return list(train_grid(task, spec, (lr,), seeds, device, aux_lr, batched, schedule)[float(lr)])
+
+
+def train_grid(
+    task: Task,
+    spec: OptimizerSpec,
+    lrs: tuple[float, ...],
+    seeds: tuple[int, ...],
+    device: str = "cpu",
+    aux_lr: float = 1e-3,
+    batched: bool | None = None,
+    schedule: str = "cosine",
+) -> dict[float, tuple[RunResult, ...]]:
+    """One run per (learning rate, seed), all trained as one batch when task and optimizer allow.
+
+    Batched, the parameters are stacked (rates, seeds, ...): the task's loss
+    is vmapped over seeds (each seed its own data and batches) and over rates
+    (the same data), and the optimizer is told both leading dimensions are
+    batches. The rate is per instance: the optimizer steps at the largest
+    rate r_max, and each instance's step is then scaled to its own rate,
+    w <- w + (r / r_max) (w_stepped - w), exact for an optimizer whose step is
+    linear in the rate (OptimizerSpec.lr_linear: every torch.optim rule that
+    multiplies its update and its decay by lr, and every program). Scaling
+    down from the largest rate keeps the round-off of the difference below
+    that of the step itself. An instance that diverges is recorded as such
+    and trains on, independent of the others; training stops when all have.
+    """
     check_schedule(schedule)  # before any training
+    lrs = tuple(dict.fromkeys(float(lr) for lr in lrs))
     if batched is None:
         batched = spec.batchable and task.vmap_seeds
     if not batched:
-        return [r for seed in seeds for r in _train(task, spec, lr, (seed,), device, aux_lr, schedule, stacked=False)]
-    return _train(task, spec, lr, seeds, device, aux_lr, schedule, stacked=True)
+        return {lr: tuple(r for seed in seeds for r in _train(task, spec, (lr,), (seed,), device, aux_lr, schedule,
+                                                                stacked=False)) for lr in lrs}
+    if len(lrs) > 1 and not spec.lr_linear:
+        return {lr: tuple(_train(task, spec, (lr,), seeds, device, aux_lr, schedule, stacked=True)) for lr in lrs}
+    results = _train(task, spec, lrs, seeds, device, aux_lr, schedule, stacked=True)
+    return {lr: tuple(r for r in results if r.lr == lr) for lr in lrs}
 
 
-def _train(task, spec, lr, seeds, device, aux_lr, schedule: str, stacked: bool) -> list[RunResult]:
+def _rate_scaled(optimizer) -> list[Tensor]:
+    """The parameters whose step is the optimizer's lr times its update (not a built-in AdamW's)."""
+    from discovered._contract import MatrixOptimizer
+
+    scaled = []
+    for group in optimizer.param_groups:
+        if group.get("route") == "adamw":
+            continue
+        for p in group["params"]:
+            if not isinstance(optimizer, MatrixOptimizer) or optimizer.uses_rule(p, group):
+                scaled.append(p)
+    return scaled
+
+
+def _train(task, spec, lrs, seeds, device, aux_lr, schedule: str, stacked: bool) -> list[RunResult]:
     start = time.perf_counter()
+    grid = stacked and len(lrs) > 1
     datas = [task.data(s) for s in seeds]
     indices = [minibatch_indices(task, d, s) for d, s in zip(datas, seeds)]
     inits = [task.init(s) for s in seeds]
     if stacked:
         data = _to(_stack(datas), device)
-        params = {k: torch.nn.Parameter(v) for k, v in _to(_stack(inits), device).items()}
+        init = _to(_stack(inits), device)
+        if grid:  # (rates, seeds, ...): every rate starts from each seed's initial parameters
+            init = {k: v.unsqueeze(0).expand(len(lrs), *v.shape).clone() for k, v in init.items()}
+        params = {k: torch.nn.Parameter(v) for k, v in init.items()}
         index = None if indices[0] is None else torch.stack(indices).to(device)  # (seeds, steps, batch)
-        loss_fn = torch.func.vmap(task.loss)
+        per_seed = torch.func.vmap(task.loss)
+        loss_fn = torch.func.vmap(per_seed, in_dims=(0, None)) if grid else per_seed
         sample_fn = torch.func.vmap(task.sample)
     else:
         data = _to(datas[0], device)
@@ -134,13 +185,17 @@ def _train(task, spec, lr, seeds, device, aux_lr, schedule: str, stacked: bool) 
         index = None if indices[0] is None else indices[0].to(device)
         loss_fn = lambda p, b: task.loss(p, b).unsqueeze(0)  # noqa: E731 -- shape (1,) like the stacked case
         sample_fn = task.sample
-    optimizer = spec.make(params, task.adamw_params, lr, aux_lr, batch_dims=1 if stacked else 0, device=device)
+    top = max(lrs)
+    batch_dims = (2 if grid else 1) if stacked else 0
+    optimizer = spec.make(params, task.adamw_params, top, aux_lr, batch_dims=batch_dims, device=device)
     # Every learning rate in every group follows the schedule (a Muon-style
     # optimizer's built-in AdamW too).
     scheduled = [(group, key, group[key]) for group in optimizer.param_groups for key in ("lr", "adamw_lr")
                  if key in group]
+    scaled = _rate_scaled(optimizer) if grid else []
+    ratios = torch.tensor([lr / top for lr in lrs], device=device)
 
-    n = len(seeds)
+    n = len(lrs) * len(seeds)
     curve = torch.full((n, task.steps), math.nan, dtype=torch.float64)
     diverged_at: list[int | None] = [None] * n
     first: list[float] = []
@@ -152,7 +207,7 @@ def _train(task, spec, lr, seeds, device, aux_lr, schedule: str, stacked: bool) 
         optimizer.zero_grad(set_to_none=True)
         losses = loss_fn(params, batch)
         losses.sum().backward()
-        values = losses.detach().double().cpu()
+        values = losses.detach().double().cpu().reshape(-1)
         curve[:, step] = values
         if step == 0:
             first = [abs(v) + 1e-12 for v in values.tolist()]
@@ -164,19 +219,27 @@ def _train(task, spec, lr, seeds, device, aux_lr, schedule: str, stacked: bool) 
         factor = lr_factor(step, task.steps, schedule)
         for group, key, base in scheduled:
             group[key] = base * factor
+        before = [p.detach().clone() for p in scaled]
         optimizer.step()
+        with torch.no_grad():
+            for p, old in zip(scaled, before):
+                p.copy_(torch.lerp(old, p, ratios.to(p.dtype).view(-1, *([1] * (p.ndim - 1)))))
 
     with torch.no_grad():
         if stacked:
-            train_losses = torch.func.vmap(task.train_loss)(params, data)
-            eval_losses = torch.func.vmap(task.eval_loss)(params, data)
+            per_seed_train, per_seed_eval = torch.func.vmap(task.train_loss), torch.func.vmap(task.eval_loss)
+            if grid:
+                per_seed_train = torch.func.vmap(per_seed_train, in_dims=(0, None))
+                per_seed_eval = torch.func.vmap(per_seed_eval, in_dims=(0, None))
+            train_losses = per_seed_train(params, data).reshape(-1)
+            eval_losses = per_seed_eval(params, data).reshape(-1)
         else:
             train_losses = task.train_loss(params, data).unsqueeze(0)
             eval_losses = task.eval_loss(params, data).unsqueeze(0)
     seconds = time.perf_counter() - start
     tail = curve[:, -max(1, round(TAIL_FRACTION * task.steps)):].mean(dim=1)
     results = []
-    for i, seed in enumerate(seeds):
+    for i, (lr, seed) in enumerate((lr, seed) for lr in lrs for seed in seeds):
         values = [float(tail[i]), float(eval_losses[i]), float(train_losses[i])]
         if diverged_at[i] is None and not all(math.isfinite(v) for v in values):
             diverged_at[i] = task.steps

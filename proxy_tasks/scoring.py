@@ -81,6 +81,16 @@ def suite_score(scores: list[TaskScore]) -> float:
     return statistics.fmean(s.score for s in scores) if scores else -SCORE_CLIP
 
 
+def entry_of(result: TuneResult) -> dict:
+    """A tuned baseline as the cache (and a baseline job's result) holds it."""
+    return {"best_lr": result.best_lr, "centre": result.centre,
+            "runs": [[lr, [r.to_dict() for r in results]] for lr, results in result.runs.items()],
+            "scored": [r.to_dict() for r in result.scored]}
+
+
+ENTRY_KEYS = ("best_lr", "centre", "runs", "scored")
+
+
 class BaselineCache:
     """Tuned AdamW per task, on disk."""
 
@@ -96,9 +106,10 @@ class BaselineCache:
     def _load(self) -> None:
         if self.path is not None and self.path.exists():
             try:
-                self._entries = json.loads(self.path.read_text())
-            except (OSError, json.JSONDecodeError):
-                self._entries = {}  # a damaged cache is only a cache: recompute
+                entries = json.loads(self.path.read_text())
+            except (OSError, ValueError, RecursionError):
+                entries = {}  # a damaged cache is only a cache: recompute
+            self._entries = entries if isinstance(entries, dict) else {}
 
     def get(self, task: Task, seeds, device, protocol) -> TuneResult | None:
         key = self.key(task, seeds, device, protocol)
@@ -107,15 +118,15 @@ class BaselineCache:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        runs = {float(lr): tuple(RunResult.from_dict(r) for r in results) for lr, results in entry["runs"]}
-        return TuneResult(entry["best_lr"], entry["centre"], runs)
+        try:
+            runs = {float(lr): tuple(RunResult.from_dict(r) for r in results) for lr, results in entry["runs"]}
+            return TuneResult(float(entry["best_lr"]), float(entry["centre"]), runs,
+                              tuple(RunResult.from_dict(r) for r in entry["scored"]))
+        except (KeyError, TypeError, ValueError):
+            return None  # a damaged entry is only a cache miss: the baseline is tuned again
 
     def put(self, task: Task, seeds, device, protocol, result: TuneResult) -> None:
-        self.put_entry(self.key(task, seeds, device, protocol), {
-            "best_lr": result.best_lr,
-            "centre": result.centre,
-            "runs": [[lr, [r.to_dict() for r in results]] for lr, results in result.runs.items()],
-        })
+        self.put_entry(self.key(task, seeds, device, protocol), entry_of(result))
 
     def put_entry(self, key: str, entry: dict) -> None:
         self._load()  # keep what others wrote

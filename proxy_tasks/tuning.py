@@ -5,16 +5,20 @@ one step at lr = 1 on seed 0's first batch gives the size of the update, and
 the centre is the lr at which that step would move the parameters by
 `relative_step` of their RMS. An optimizer whose update is 100x larger gets a
 100x smaller centre, so a candidate program and the same program times a
-constant are tuned alike. From the centre:
+constant are tuned alike. From the centre, in two batches of training runs
+(proxy_tasks/runner.py's train_grid trains a batch's rates and seeds at once):
 
-  1. evaluate centre x 10^{-1, 0, +1};
-  2. while the best is at an end of what was tried, try one decade further
-     that way (at most `extensions` times);
-  3. try half a decade either side of the best (`refine`).
+  1. every decade from centre x 10^-(1 + extensions) to centre x 10^(1 + extensions),
+     on the tuning seeds;
+  2. half a decade either side of the best (`refine`), on the tuning seeds, and
+     the best and its two neighbours on fresh seeds (`fresh_seeds`).
 
-At most 3 + extensions + 2 evaluations (7 by default), each training all
-seeds. The best lr minimises the median over seeds of the task's metric;
-a diverged run counts as +inf.
+The best lr minimises the median over the tuning seeds of the task's metric
+(a diverged run counts as +inf). The runs that are scored are the fresh
+seeds' at that lr: a rate chosen on the very seeds it is scored on flatters
+a noisy optimizer (the best of several draws of the noise), so the choice
+and the score use different draws. Without fresh seeds the tuning seeds'
+runs at the best lr are scored (the protocol before, kept for studies).
 """
 
 from __future__ import annotations
@@ -26,32 +30,47 @@ import statistics
 import torch
 
 from proxy_tasks.optimizers import OptimizerSpec
-from proxy_tasks.runner import minibatch_indices, train
+from proxy_tasks.runner import minibatch_indices, train_grid
 from proxy_tasks.task import RunResult, Task
 
 FALLBACK_CENTRE = 1e-2  # used when the first update is zero or not finite
+# Fresh seeds are the tuning seeds moved by this much: never a tuning seed, whatever their number.
+FRESH_SEED_OFFSET = 1000
 
 
 @dataclasses.dataclass(frozen=True)
 class TuningProtocol:
     relative_step: float = 1e-2
-    extensions: int = 2
+    extensions: int = 2  # decades beyond +-1 around the centre, tried in the first batch
     refine: bool = True
+    fresh_seeds: bool = True
 
     @property
     def budget(self) -> int:
-        return 3 + self.extensions + (2 if self.refine else 0)
+        """Learning rates trained on the tuning seeds, at most."""
+        return len(self.first_exponents) + (2 if self.refine else 0)
+
+    @property
+    def first_exponents(self) -> tuple[int, ...]:
+        """The first batch's rates, in half-decades from the centre."""
+        reach = 2 * (1 + self.extensions)
+        return tuple(range(-reach, reach + 1, 2))
 
 
 @dataclasses.dataclass(frozen=True)
 class TuneResult:
     best_lr: float
     centre: float
-    runs: dict[float, tuple[RunResult, ...]]  # every lr tried, in order
+    runs: dict[float, tuple[RunResult, ...]]  # every lr tried, on the tuning seeds
+    scored: tuple[RunResult, ...] = ()  # the runs a score uses: fresh seeds at best_lr (or the tuning seeds')
 
     @property
     def best(self) -> tuple[RunResult, ...]:
-        return self.runs[self.best_lr]
+        return self.scored or self.runs[self.best_lr]
+
+
+def fresh(seeds: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(seed + FRESH_SEED_OFFSET for seed in seeds)
 
 
 def objective(runs: tuple[RunResult, ...], metric: str) -> float:
@@ -87,31 +106,24 @@ def tune(
     device: str = "cpu",
     aux_lr: float = 1e-3,
     protocol: TuningProtocol = TuningProtocol(),
+    batched: bool | None = None,
 ) -> TuneResult:
+    """Tune `spec`'s lr on `task` (see the module docstring); batched=False trains run by run."""
     centre = centre_lr(task, spec, device, aux_lr, protocol.relative_step)
-    runs: dict[float, tuple[RunResult, ...]] = {}
-    scores: dict[int, float] = {}  # by exponent in half-decades from the centre
-
-    def evaluate(k: int) -> None:
-        if k not in scores:
-            lr = centre * 10 ** (k / 2)
-            result = tuple(train(task, spec, lr, seeds, device, aux_lr))
-            runs[lr] = result
-            scores[k] = objective(result, task.metric)
-
-    for k in (-2, 0, 2):
-        evaluate(k)
-    for _ in range(protocol.extensions):
-        best = min(scores, key=lambda k: (scores[k], k))
-        if best == min(scores):
-            evaluate(best - 2)
-        elif best == max(scores):
-            evaluate(best + 2)
-        else:
-            break
-    best = min(scores, key=lambda k: (scores[k], k))
-    if protocol.refine and math.isfinite(scores[best]):
-        evaluate(best - 1)
-        evaluate(best + 1)
-        best = min(scores, key=lambda k: (scores[k], k))
-    return TuneResult(centre * 10 ** (best / 2), centre, runs)
+    rate = lambda k: centre * 10 ** (k / 2)  # noqa: E731 -- k in half-decades from the centre
+    first = train_grid(task, spec, tuple(rate(k) for k in protocol.first_exponents), seeds, device, aux_lr, batched)
+    scores = {k: objective(first[rate(k)], task.metric) for k in protocol.first_exponents}
+    runs = {rate(k): first[rate(k)] for k in protocol.first_exponents}
+    best = min(scores, key=lambda k: (scores[k], k))  # ties: the smaller rate
+    settled = not math.isfinite(scores[best])  # nothing trained: there is nothing to refine or report
+    around = (best - 1, best, best + 1) if protocol.refine and not settled else (best,)
+    second_seeds = (seeds if len(around) > 1 else ()) + (fresh(seeds) if protocol.fresh_seeds and not settled else ())
+    second = train_grid(task, spec, tuple(rate(k) for k in around), second_seeds, device, aux_lr, batched) \
+        if second_seeds else {}
+    for k in around:
+        if k != best:
+            runs[rate(k)] = tuple(r for r in second[rate(k)] if r.seed in seeds)
+            scores[k] = objective(runs[rate(k)], task.metric)
+    best = min(around, key=lambda k: (scores[k], k))
+    scored = tuple(r for r in second.get(rate(best), ()) if r.seed not in seeds) if protocol.fresh_seeds else ()
+    return TuneResult(rate(best), centre, runs, scored)

@@ -80,6 +80,7 @@ class EvaluationConfig:
     step_fraction: float = 1.0  # scales every task's number of steps (smoke runs)
     lr_extensions: int = 2  # tuning budget (proxy_tasks.tuning.TuningProtocol)
     lr_refine: bool = True
+    lr_fresh_seeds: bool = True  # score on fresh seeds at the rate the tuning seeds chose (proxy_tasks/tuning.py)
     polar_backend: str = "ns"
     device: str = "cpu"
     timeout: float = 900.0  # seconds per candidate before its worker is killed

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from proxy_tasks.scoring import BaselineCache, score_task
+from proxy_tasks.scoring import ENTRY_KEYS, BaselineCache, score_task
 from search import replay
 from search.config import RUN_ID, ConfigError, SearchConfig
 from search.events import CacheHit, CandidateEvaluated, Event, HeldOutRequested, Restarted
@@ -251,7 +251,7 @@ class Search:
         if not missing:
             return
         self._enter("baselines")
-        jobs = [Job(-1 - i, JobKind.BASELINE, {"task": name}) for i, name in enumerate(missing)]
+        jobs = [Job(-1 - i, JobKind.BASELINE, {"task": name}, timed=False) for i, name in enumerate(missing)]
         running = 0
         self.baselines_left = len(jobs)
         while jobs or running:
@@ -271,7 +271,7 @@ class Search:
         entry = completion.result
         ev = self.evaluator
         cache.put_entry(cache.key(ev.task(entry["task"]), ev.seeds, ev.device, ev.protocol),
-                        {k: entry[k] for k in ("best_lr", "centre", "runs")})
+                        {k: entry[k] for k in ENTRY_KEYS})
 
     def _baseline_curves(self, task_names: list[str]) -> dict[str, list[float]]:
         """Tuned AdamW's median loss curve on each task (for the loss-curve plot)."""

@@ -31,7 +31,7 @@ from primitives.probe import probe_updates
 from primitives.program import Program
 from proxy_tasks.optimizers import OptimizerSpec, baseline_spec
 from proxy_tasks.registry import select_tasks
-from proxy_tasks.scoring import BaselineCache, tune_and_score
+from proxy_tasks.scoring import BaselineCache, entry_of, tune_and_score
 from proxy_tasks.task import Task, shortened
 from proxy_tasks.tuning import TuningProtocol, tune
 from search.config import SearchConfig
@@ -66,7 +66,8 @@ class ProxyTaskEvaluator:
         self.run_device = run_device or evaluation.device
         self.primitive_set = primitive_set
         self.seeds = tuple(range(evaluation.seeds))
-        self.protocol = TuningProtocol(extensions=evaluation.lr_extensions, refine=evaluation.lr_refine)
+        self.protocol = TuningProtocol(extensions=evaluation.lr_extensions, refine=evaluation.lr_refine,
+                                       fresh_seeds=evaluation.lr_fresh_seeds)
         self.options = ExecutionOptions(polar_backend=evaluation.polar_backend)
         pick = lambda spec: [shortened(t, evaluation.step_fraction) for t in select_tasks(spec)]  # noqa: E731
         cheap = pick(evaluation.cheap_tasks)
@@ -97,8 +98,7 @@ class ProxyTaskEvaluator:
     def baseline(self, name: str) -> dict:
         """Tune AdamW on one task (a job for a worker; the coordinator stores it)."""
         result = tune(self.task(name), baseline_spec(), self.seeds, self.run_device, 1e-3, self.protocol)
-        return {"task": name, "best_lr": result.best_lr, "centre": result.centre,
-                "runs": [[lr, [r.to_dict() for r in runs]] for lr, runs in result.runs.items()]}
+        return {"task": name, **entry_of(result)}
 
     def evaluate(self, program: Program, stage: JobKind) -> StageResult:
         if stage is JobKind.TRANSFER:

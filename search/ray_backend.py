@@ -44,6 +44,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -309,7 +310,7 @@ class RayPool:
                 self._replace(slot)
 
     def _deadline(self, slot: _Slot) -> float:
-        return slot.sent + self.timeout
+        return slot.sent + self.timeout if slot.job.timed else math.inf
 
     def poll(self, timeout: float | None = None) -> list[Completion]:
         """Completions that are ready, waiting at most `timeout` seconds for the first."""
@@ -324,7 +325,7 @@ class RayPool:
             wait_for = min(wait_for, min(s.created for s in self.slots) + RAY_STARTUP_GRACE - now)
         if timeout is not None:
             wait_for = min(wait_for, timeout)
-        ready, _ = ray.wait(refs, num_returns=1, timeout=max(0.0, wait_for))
+        ready, _ = ray.wait(refs, num_returns=1, timeout=None if wait_for == math.inf else max(0.0, wait_for))
         if ready:
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         ready_set = set(ready)

@@ -73,6 +73,7 @@ class Job:
     id: int
     kind: JobKind
     payload: dict[str, Any]
+    timed: bool = True  # subject to evaluation.timeout (a candidate's); tuning the AdamW baseline is not
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import signal
 import sys
@@ -171,6 +172,8 @@ class WorkerPool:
                 self._replace(worker)
 
     def _deadline(self, worker: _Worker) -> float:
+        if not worker.job.timed:
+            return math.inf
         if worker.started is not None:
             return worker.started + self.timeout
         return worker.sent + self.timeout + (STARTUP_GRACE if worker.fresh else 0.0)
@@ -185,7 +188,8 @@ class WorkerPool:
         wait_for = min(self._deadline(w) for w in busy) - now
         if timeout is not None:
             wait_for = min(wait_for, timeout)
-        ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy], max(0.0, wait_for))
+        ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy],
+                     None if wait_for == math.inf else max(0.0, wait_for))
         for worker in busy:
             if worker.conn in ready or worker.process.sentinel in ready:
                 completions += self._read(worker)  # a dead worker's last words first
