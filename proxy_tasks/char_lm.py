@@ -88,6 +88,7 @@ class CharTransformer(Task):
     description: ClassVar[str] = "char transformer LM, 2 layers d=48, streamed windows of pydoc_data.topics"
     adamw_params: ClassVar[tuple[str, ...]] = ("embed", "pos", "head")
     streaming: ClassVar[bool] = True
+    width_fields: ClassVar[tuple[str, ...]] = ("width",)
 
     steps: int = 200
     batch_size: int | None = 16
@@ -113,6 +114,12 @@ class CharTransformer(Task):
 
     def init(self, seed):
         return transformer_init(generator(seed, salt=2), self.vocab, self.width, self.context, self.layers)
+
+    def scaled(self, steps_factor: int, width_factor: int) -> CharTransformer:
+        """Wider and longer, with batches cut to what the text holds: a stream never repeats a window."""
+        wider = super().scaled(steps_factor, width_factor)
+        windows = self.example_count(self.data(0))
+        return dataclasses.replace(wider, batch_size=min(wider.batch_size, windows // wider.steps))
 
     def loss(self, params, batch):
         return transformer_loss(params, batch["windows"], self.layers, self.heads)

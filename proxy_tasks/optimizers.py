@@ -61,14 +61,22 @@ class OptimizerSpec:
     # Its step is exactly lr times an update that does not depend on lr (decay included), so
     # runs at several rates can be trained as one batch (proxy_tasks/runner.py's train_grid).
     lr_linear: bool = False
+    # Gives a task's adamw_params (embeddings, heads) to a built-in AdamW at the baseline's tuned rate
+    # (Muon-style rules); otherwise they follow the rule like every other parameter.
+    aux_params: bool = True
     program: Program | None = None
 
     @classmethod
     def for_program(cls, program: Program, name: str | None = None, **kwargs) -> OptimizerSpec:
         from discovered.program_optimizer import ProgramOptimizer
 
+        from primitives.analysis import uses_matrix_primitives
+
+        # An elementwise program trains every parameter, as Lion or AdamW does; a matrix program hands
+        # embeddings and heads to the built-in AdamW, as Muon's users do.
+        matrix = uses_matrix_primitives(program, kwargs.get("primitive_set") or _all_primitives())
         return cls(name or f"program:{program.name or 'unnamed'}", functools.partial(ProgramOptimizer, program=program),
-                   tuple(sorted(kwargs.items())), routes=True, lr_linear=True, program=program)
+                   tuple(sorted(kwargs.items())), routes=True, lr_linear=True, program=program, aux_params=matrix)
 
     def make(self, named_params: dict[str, torch.nn.Parameter], adamw_names: tuple[str, ...], lr: float,
              aux_lr: float, batch_dims: int, device: torch.device | str = "cpu") -> Optimizer:
@@ -79,12 +87,19 @@ class OptimizerSpec:
             # bf16 matmuls have no fast kernel on most CPUs (BENCHMARKS.md): 16x slower for no benefit
             kwargs["ns_dtype"] = "float32"
         common = {"batch_dims": batch_dims, "adamw_lr": aux_lr, **AUX_ADAMW}
+        adamw_names = adamw_names if self.aux_params else ()
         rule = [p for n, p in named_params.items() if n not in adamw_names]
         aux = [p for n, p in named_params.items() if n in adamw_names]
         groups = [{"params": rule, **common}]
         if aux:
             groups.append({"params": aux, **common, "route": "adamw", "lr": aux_lr, "weight_decay": 0.01})
         return self.factory(groups, lr=lr, **kwargs)
+
+
+def _all_primitives():
+    from primitives.library import ALL
+
+    return ALL
 
 
 def _default_decay(cls, kwargs: dict) -> bool:

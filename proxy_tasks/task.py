@@ -84,6 +84,8 @@ class Task:
     # Train seeds side by side under vmap (False where that measured slower than
     # a loop: benchmarks/task_costs.py).
     vmap_seeds: ClassVar[bool] = True
+    # The settings that make the model wider (the transfer stage scales them: scaled()).
+    width_fields: ClassVar[tuple[str, ...]] = ()
 
     steps: int = 200
     batch_size: int | None = None  # None: full batch
@@ -93,6 +95,13 @@ class Task:
         """Identity for caches: name, version and every setting."""
         settings = ",".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))
         return f"{self.name}/v{self.version}({settings})"
+
+    def scaled(self, steps_factor: int, width_factor: int) -> Task:
+        """This task trained `steps_factor` times longer on a model `width_factor` times wider."""
+        if not self.width_fields:
+            raise ValueError(f"task {self.name!r} has no width to scale (its width_fields are empty)")
+        wider = {name: getattr(self, name) * width_factor for name in self.width_fields}
+        return dataclasses.replace(self, steps=self.steps * steps_factor, **wider)
 
     def data(self, seed: int) -> dict[str, Tensor]:
         raise NotImplementedError

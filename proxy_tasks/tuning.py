@@ -127,3 +127,23 @@ def tune(
     best = min(around, key=lambda k: (scores[k], k))
     scored = tuple(r for r in second.get(rate(best), ()) if r.seed not in seeds) if protocol.fresh_seeds else ()
     return TuneResult(rate(best), centre, runs, scored)
+
+
+def tune_at(
+    task: Task,
+    spec: OptimizerSpec,
+    seeds: tuple[int, ...],
+    rates: tuple[float, ...],
+    device: str = "cpu",
+    aux_lr: float = 1e-3,
+    fresh_seeds: bool = True,
+    batched: bool | None = None,
+) -> TuneResult:
+    """The best of `rates` on the tuning seeds, then that rate on fresh seeds (the transfer stage's re-tune)."""
+    runs = train_grid(task, spec, rates, seeds, device, aux_lr, batched)
+    scores = {lr: objective(results, task.metric) for lr, results in runs.items()}
+    best = min(scores, key=lambda lr: (scores[lr], lr))
+    scored = ()
+    if fresh_seeds and math.isfinite(scores[best]):
+        scored = train_grid(task, spec, (best,), fresh(seeds), device, aux_lr, batched)[best]
+    return TuneResult(best, rates[len(rates) // 2], runs, scored)

@@ -121,7 +121,7 @@ class TransferConfig:
     """
 
     enabled: bool = False
-    tasks: str = "mlp_stream,char_lm"
+    tasks: str = "mlp,char_lm"
     steps_factor: int = 4
     width_factor: int = 4
     hurdle: float = 0.0
@@ -238,7 +238,26 @@ class SearchConfig:
             getattr(self, section).check()
         if self.evaluation.select_on == "transfer" and not self.transfer.enabled:
             raise ConfigError("evaluation.select_on = \"transfer\" needs the transfer stage: set transfer.enabled = true")
+        if self.transfer.enabled and self.evaluation.kind == "proxy_tasks":
+            self._check_transfer_tasks()
         return self
+
+    def _check_transfer_tasks(self) -> None:
+        """Transfer tasks carry a candidate's tuned rate: they must be tasks it is scored on, and have a width."""
+        from proxy_tasks.registry import UnknownTaskError, select_tasks
+
+        try:
+            transfer = select_tasks(self.transfer.tasks)
+            scored = {t.name for spec in (self.evaluation.cheap_tasks, self.evaluation.full_tasks)
+                      for t in select_tasks(spec)}
+        except UnknownTaskError as exc:
+            raise ConfigError(str(exc)) from None
+        for task in transfer:
+            if task.name not in scored:
+                raise ConfigError(f"transfer task {task.name!r} is not among the cheap or full tasks, so a "
+                                  f"candidate has no tuned rate on it to carry")
+            if not task.width_fields:
+                raise ConfigError(f"transfer task {task.name!r} has no width to scale")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -21,14 +21,14 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from proxy_tasks.scoring import ENTRY_KEYS, BaselineCache, score_task
+from proxy_tasks.scoring import ENTRY_KEYS, score_task
 from search import replay
 from search.config import RUN_ID, ConfigError, SearchConfig
 from search.events import CacheHit, CandidateEvaluated, Event, HeldOutRequested, Restarted
 from search.execution import Backend, make_backend
 from search.funnel import Funnel
 from search.individual import Individual
-from search.jobs import baseline_cache_path, make_evaluator, resolve_primitive_set, resolve_program
+from search.jobs import make_evaluator, resolve_primitive_set, resolve_program
 from search.observers import Observer, Snapshot
 from search.plots import PlotWriter
 from search.proposer import PopulationConverged, Proposer
@@ -245,13 +245,18 @@ class Search:
         """AdamW tuned on every task whose baseline is not cached yet, by the workers, before any candidate."""
         if self.evaluator is None:
             return
-        cache = BaselineCache(baseline_cache_path(self.config))
         ev = self.evaluator
-        missing = [t.name for t in ev.all_tasks if cache.get(t, ev.seeds, ev.device, ev.protocol) is None]
-        if not missing:
+        cache = ev.baselines
+        missing = [{"task": t.name} for t in ev.all_tasks if cache.get(t, ev.seeds, ev.device, ev.protocol) is None]
+        self._run_baselines(backend, missing)
+        if ev.transfer is not None:  # at the transfer scale, from the base-size rates just computed
+            self._run_baselines(backend, [{"task": name, "transfer": True} for name in ev.transfer.missing_baselines()])
+
+    def _run_baselines(self, backend: Backend, payloads: list[dict]) -> None:
+        if not payloads:
             return
         self._enter("baselines")
-        jobs = [Job(-1 - i, JobKind.BASELINE, {"task": name}, timed=False) for i, name in enumerate(missing)]
+        jobs = [Job(-1 - i, JobKind.BASELINE, payload, timed=False) for i, payload in enumerate(payloads)]
         running = 0
         self.baselines_left = len(jobs)
         while jobs or running:
@@ -260,22 +265,24 @@ class Search:
                 running += 1
             for completion in backend.poll(POLL_SECONDS):
                 running -= 1
-                self._store_baseline(cache, completion)
+                self._store_baseline(completion)
                 self.baselines_left = len(jobs) + running
                 self._notify("on_phase", "baselines")
 
-    def _store_baseline(self, cache: BaselineCache, completion: Completion) -> None:
+    def _store_baseline(self, completion: Completion) -> None:
+        payload = completion.job.payload
         if completion.status is not Status.OK:
-            raise BaselineError(f"tuning the AdamW baseline on {completion.job.payload['task']} failed "
+            raise BaselineError(f"tuning the AdamW baseline on {payload['task']} failed "
                                 f"({completion.status}):\n{completion.reason}")
-        entry = completion.result
         ev = self.evaluator
-        cache.put_entry(cache.key(ev.task(entry["task"]), ev.seeds, ev.device, ev.protocol),
-                        {k: entry[k] for k in ENTRY_KEYS})
+        key = ev.transfer.baseline_key(payload["task"]) if payload.get("transfer") else \
+            ev.baselines.key(ev.task(payload["task"]), ev.seeds, ev.device, ev.protocol)
+        ev.baselines.put_entry(key, {k: completion.result[k] for k in ENTRY_KEYS})
 
     def _baseline_curves(self, task_names: list[str]) -> dict[str, list[float]]:
         """Tuned AdamW's median loss curve on each task (for the loss-curve plot)."""
-        cache, ev, curves = BaselineCache(baseline_cache_path(self.config)), self.evaluator, {}
+        ev, curves = self.evaluator, {}
+        cache = ev.baselines
         for name in task_names:
             base = cache.get(ev.task(name), ev.seeds, ev.device, ev.protocol) if name in ev.task_names else None
             if base is not None:

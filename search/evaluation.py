@@ -95,16 +95,19 @@ class ProxyTaskEvaluator:
     def task(self, name: str) -> Task:
         return next(t for t in self.all_tasks if t.name == name)
 
-    def baseline(self, name: str) -> dict:
-        """Tune AdamW on one task (a job for a worker; the coordinator stores it)."""
+    def baseline(self, name: str, transfer: bool = False) -> dict:
+        """Tune AdamW on one task, at its base size or the transfer stage's (a worker's job; the coordinator
+        stores it)."""
+        if transfer:
+            return self.transfer.baseline(name)
         result = tune(self.task(name), baseline_spec(), self.seeds, self.run_device, 1e-3, self.protocol)
         return {"task": name, **entry_of(result)}
 
-    def evaluate(self, program: Program, stage: JobKind) -> StageResult:
+    def evaluate(self, program: Program, stage: JobKind, base_lrs: dict[str, float] | None = None) -> StageResult:
         if stage is JobKind.TRANSFER:
             if self.transfer is None:
                 raise RuntimeError("a transfer job, but the transfer stage is not enabled")
-            return self.transfer.evaluate(program)
+            return self.transfer.evaluate(program, base_lrs or {})
         spec = OptimizerSpec.for_program(program, options=self.options, primitive_set=self.primitive_set)
         tasks, diverged = {}, []
         for task in self.stages[stage]:

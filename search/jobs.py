@@ -94,10 +94,12 @@ def build_runner(settings: dict[str, Any]):
 
     def run(job: Job) -> Any:
         if job.kind is JobKind.BASELINE:
-            return evaluator.baseline(job.payload["task"])
+            return evaluator.baseline(job.payload["task"], job.payload.get("transfer", False))
         program = from_dict(job.payload["program"], primitive_set)  # validates
         if job.kind is JobKind.FINGERPRINT:
             return fingerprint(program, primitive_set=primitive_set)
+        if job.kind is JobKind.TRANSFER:
+            return evaluator.evaluate(program, job.kind, job.payload["base_lrs"]).to_dict()
         return evaluator.evaluate(program, job.kind).to_dict()
 
     return run

@@ -51,6 +51,7 @@ class Work:
     kind: JobKind
     id: int  # the candidate (or hall-of-fame member) it is for
     program: Program
+    extra: tuple[tuple[str, Any], ...] = ()  # more of the job's payload (the transfer stage's base rates)
 
 
 class Scheduler:
@@ -80,9 +81,9 @@ class Scheduler:
     def queue_transfers(self) -> None:
         """Every candidate the state says is due for the transfer stage and that is not queued yet."""
         queued = {w.id for w in self._all_work() if w.kind is JobKind.TRANSFER}
-        for id_, individual in self.state.transfer_due.items():
+        for id_, (individual, base_lrs) in self.state.transfer_due.items():
             if id_ not in queued:
-                self.queue(Work(JobKind.TRANSFER, id_, individual.program))
+                self.queue(Work(JobKind.TRANSFER, id_, individual.program, (("base_lrs", base_lrs),)))
 
     def _all_work(self):
         return [w for _, _, w in self.waiting] + list(self.running.values())
@@ -119,7 +120,7 @@ class Scheduler:
             work = Work(JobKind.FINGERPRINT, proposal.id, proposal.program)
         else:
             return None
-        job = Job(next(self._job_ids), work.kind, {"program": to_dict(work.program)})
+        job = Job(next(self._job_ids), work.kind, {"program": to_dict(work.program), **dict(work.extra)})
         self.running[job.id] = work
         return job
 

@@ -71,7 +71,8 @@ class SearchState:
         self.warm_started: set[str] = set()
         self.held_out_pending: set[int] = set()  # requested, not yet scored
         self.held_out_requested_at = 0  # counters.evaluated at the last request
-        self.transfer_due: dict[int, Individual] = {}  # awaiting the transfer stage
+        # awaiting the transfer stage: the candidate, and its tuned rate on each task at the base size
+        self.transfer_due: dict[int, tuple[Individual, dict[str, float]]] = {}
 
     # ------------------------------------------------------------------ transitions
 
@@ -127,7 +128,8 @@ class SearchState:
         self.behaviours.setdefault(event.fingerprint, Behaviour(event.id, event.score, event.stage))
         individual = self._individual(event, event.score, event.stage)
         if self._transfer_wanted(individual):
-            self.transfer_due[individual.id] = individual
+            rates = {task: entry["lr"] for task, entry in event.tasks.items() if isinstance(entry.get("lr"), float)}
+            self.transfer_due[individual.id] = (individual, rates)
         self._accept(individual)
 
     def _cache_hit(self, event: CacheHit) -> None:
@@ -160,9 +162,10 @@ class SearchState:
             self.hall_of_fame.update(dataclasses.replace(member, held_out=event.score))
 
     def _transfer(self, event: TransferScored) -> None:
-        individual = self.transfer_due.pop(event.id, None)
-        if individual is None:
+        due = self.transfer_due.pop(event.id, None)
+        if due is None:
             raise StateError(f"transfer score for candidate {event.id}, which was not due for one")
+        individual = due[0]
         self.counters.transferred += 1
         scored = dataclasses.replace(individual, transfer=event.score)
         for known in self.behaviours.values():

@@ -1,0 +1,66 @@
+"""The transfer stage: 4x the steps and 4x the width, the rate carried by muP's rule and re-tuned."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from primitives.known import ADAMW, MUON
+from primitives.library import ALL
+from proxy_tasks.optimizers import OptimizerSpec
+from proxy_tasks.registry import get_task
+from proxy_tasks.scoring import BaselineCache, tune_and_score
+from proxy_tasks.task import shortened
+from search import config as config_module
+from search.transfer import TransferStage, carried_rate
+
+
+def test_mup_carries_an_elementwise_rate_down_with_width_and_a_matrix_one_as_it_is():
+    assert carried_rate(1e-2, 4, matrix_update=False) == pytest.approx(2.5e-3)
+    assert carried_rate(1e-2, 4, matrix_update=True) == 1e-2
+
+
+def test_a_wider_longer_task_is_the_same_task_scaled():
+    task = get_task("char_lm")
+    wide = task.scaled(4, 4)
+    assert (wide.steps, wide.width) == (4 * task.steps, 4 * task.width)
+    assert wide.batch_size * wide.steps <= wide.example_count(wide.data(0))  # still never repeats a window
+    with pytest.raises(ValueError, match="no width"):
+        get_task("quadratic").scaled(4, 4)
+
+
+@pytest.fixture(scope="module")
+def stage(tmp_path_factory):
+    config = config_module.load("smoke", overrides=[
+        "evaluation.full_tasks=char_lm", "evaluation.step_fraction=0.05", "evaluation.seeds=1",
+        "transfer.enabled=true", "transfer.tasks=char_lm", "transfer.steps_factor=2", "transfer.width_factor=2",
+        "tracking.enabled=false"])
+    cache = BaselineCache(tmp_path_factory.mktemp("cache") / "baselines.json")
+    stage = TransferStage(config, ALL, cache)
+    base_task, _ = stage.tasks["char_lm"]
+    cache.baseline(base_task, stage.seeds, "cpu", stage.base_protocol)
+    for name in stage.missing_baselines():
+        entry = stage.baseline(name)
+        cache.put_entry(stage.baseline_key(name), {k: v for k, v in entry.items() if k != "task"})
+    return stage
+
+
+def test_adamw_written_as_a_program_transfers_exactly_as_adamw(stage):
+    """The AdamW program is torch's AdamW: the same carried rate, the same re-tune, a transfer score of 0."""
+    base_task, wide = stage.tasks["char_lm"]
+    base = tune_and_score(base_task, OptimizerSpec.for_program(ADAMW), stage.seeds, stage.baselines,
+                          protocol=stage.base_protocol)
+    result = stage.evaluate(ADAMW, {"char_lm": base.lr})
+    entry = result.tasks["char_lm"]
+    assert abs(entry["score"]) < 0.02, entry
+    assert entry["carried_lr"] == pytest.approx(base.lr / 2)
+    assert entry["steps"] == wide.steps and result.drift == pytest.approx(entry["drift"])
+    assert math.isfinite(result.drift) and result.drift <= 0.5 + 1e-9  # within the +-1 half-decade re-tune
+
+
+def test_a_matrix_rule_keeps_its_rate_and_a_missing_base_rate_is_an_error(stage):
+    result = stage.evaluate(MUON, {"char_lm": 0.05})
+    assert result.tasks["char_lm"]["carried_lr"] == 0.05
+    with pytest.raises(RuntimeError, match="no base-size rate"):
+        stage.evaluate(MUON, {})
