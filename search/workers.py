@@ -106,6 +106,8 @@ def _worker_main(conn, factory: RunnerFactory, settings: dict[str, Any], memory_
             conn.send(("error", job.id, traceback.format_exc(limit=20)))
         else:
             conn.send(("ok", job.id, result))
+        if torch.cuda.is_initialized():
+            torch.cuda.empty_cache()  # an idle worker holds no GPU memory its neighbours could use
 
 
 @dataclasses.dataclass

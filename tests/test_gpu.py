@@ -78,3 +78,37 @@ def test_proxy_tasks_train_on_cuda_like_on_cpu(task, optimizer):
     on_cpu = train(short, spec, 1e-3, (0, 1), device="cpu")
     for a, b in zip(on_gpu, on_cpu):
         assert a.train_loss == pytest.approx(b.train_loss, rel=1e-3)
+
+
+def test_batched_tuning_on_cuda_chooses_and_scores_like_the_cpu():
+    """All rates x seeds of a stage as one batch on the GPU: the same rate and close scores as on the CPU."""
+    from proxy_tasks.tuning import tune
+
+    short = dataclasses.replace(TASKS["quadratic"], steps=30)
+    for spec in (parse_optimizer("AdamW"), parse_optimizer("program:muon")):
+        on_gpu = tune(short, spec, (0, 1), device="cuda")
+        on_cpu = tune(short, spec, (0, 1), device="cpu")
+        assert on_gpu.best_lr == pytest.approx(on_cpu.best_lr, rel=1e-5)
+        for a, b in zip(on_gpu.best, on_cpu.best):
+            assert a.train_loss == pytest.approx(b.train_loss, rel=1e-3)
+
+
+def test_a_search_worker_on_cuda_scores_a_candidate_like_one_on_the_cpu(tmp_path):
+    from primitives.known import LION
+    from primitives.serialize import to_dict
+    from search import config as config_module
+    from search.evaluation import ProxyTaskEvaluator
+    from search.jobs import build_runner
+    from search.records import Job, JobKind
+
+    scores = {}
+    for device in ("cuda", "cpu"):
+        config = config_module.load("smoke", overrides=[f"evaluation.device={device}", "tracking.enabled=false",
+                                                        f"evaluation.baseline_cache={tmp_path / 'b.json'}"])
+        evaluator = ProxyTaskEvaluator(config, ALL, tmp_path / "b.json")
+        for task in evaluator.all_tasks:
+            evaluator.baselines.baseline(task, evaluator.seeds, device, evaluator.protocol)
+        run = build_runner({"config": config.to_dict()})
+        result = run(Job(0, JobKind.CHEAP, {"program": to_dict(LION)}))
+        scores[device] = [entry["score"] for entry in result["tasks"].values()]
+    assert scores["cuda"] == pytest.approx(scores["cpu"], abs=0.05)
