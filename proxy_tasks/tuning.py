@@ -115,9 +115,10 @@ def tune(
     scores = {k: objective(first[rate(k)], task.metric) for k in protocol.first_exponents}
     runs = {rate(k): first[rate(k)] for k in protocol.first_exponents}
     best = min(scores, key=lambda k: (scores[k], k))  # ties: the smaller rate
-    settled = not math.isfinite(scores[best])  # nothing trained: there is nothing to refine or report
+    settled = not math.isfinite(scores[best])  # every rate diverged: there is nothing to refine
     around = (best - 1, best, best + 1) if protocol.refine and not settled else (best,)
-    second_seeds = (seeds if len(around) > 1 else ()) + (fresh(seeds) if protocol.fresh_seeds and not settled else ())
+    # Fresh seeds even when everything diverged: the score pairs them with the baseline's fresh seeds.
+    second_seeds = (seeds if len(around) > 1 else ()) + (fresh(seeds) if protocol.fresh_seeds else ())
     second = train_grid(task, spec, tuple(rate(k) for k in around), second_seeds, device, aux_lr, batched) \
         if second_seeds else {}
     for k in around:
@@ -143,7 +144,5 @@ def tune_at(
     runs = train_grid(task, spec, rates, seeds, device, aux_lr, batched)
     scores = {lr: objective(results, task.metric) for lr, results in runs.items()}
     best = min(scores, key=lambda lr: (scores[lr], lr))
-    scored = ()
-    if fresh_seeds and math.isfinite(scores[best]):
-        scored = train_grid(task, spec, (best,), fresh(seeds), device, aux_lr, batched)[best]
+    scored = train_grid(task, spec, (best,), fresh(seeds), device, aux_lr, batched)[best] if fresh_seeds else ()
     return TuneResult(best, rates[len(rates) // 2], runs, scored)

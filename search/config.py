@@ -172,14 +172,16 @@ class WorkersConfig:
         if self.gpus_per_worker > 1 and not float(self.gpus_per_worker).is_integer():
             # Ray's own rule: a fraction of one GPU, or whole GPUs.
             raise ConfigError(f"workers.gpus_per_worker above 1 must be a whole number, got {self.gpus_per_worker}")
-        if self.backend == "ray":
-            if self.serial:
-                raise ConfigError("workers.serial evaluates in this process; it cannot be combined with "
-                                  "workers.backend = \"ray\"")
-            import importlib.util  # find_spec: whether Ray is there, without the seconds importing it takes
+        if self.backend == "ray" and self.serial:
+            raise ConfigError("workers.serial evaluates in this process; it cannot be combined with "
+                              "workers.backend = \"ray\"")
 
-            if importlib.util.find_spec("ray") is None:  # said now, before a run directory is made
-                raise ConfigError(f"workers.backend = \"ray\" needs Ray, which is not installed here: {RAY_INSTALL}")
+    def check_available(self) -> None:
+        """What this machine must have to run the workers (checked when a search starts, not when a run is read)."""
+        import importlib.util  # find_spec: whether Ray is there, without the seconds importing it takes
+
+        if self.backend == "ray" and importlib.util.find_spec("ray") is None:
+            raise ConfigError(f"workers.backend = \"ray\" needs Ray, which is not installed here: {RAY_INSTALL}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,6 +273,9 @@ class SearchConfig:
 
 
 SECTIONS = ("evolution", "evaluation", "transfer", "workers", "stop", "persistence", "tracking")
+# Sections where a saved run may lack keys a later version added: how the work is run and watched,
+# not what the search is (the digest leaves them out), so today's defaults change no result.
+DEFAULTABLE = ("workers", "tracking")
 TOP_LEVEL = ("preset", "seed")
 
 # ---------------------------------------------------------------------------
@@ -448,7 +453,7 @@ def from_dict(data: dict[str, Any], origin: str = "saved config") -> SearchConfi
             raise ConfigError(f"{origin}: section [{section}] is missing")
         expected = {f.name for f in dataclasses.fields(type(getattr(SearchConfig(), section)))}
         missing = sorted(expected - set(data[section]))
-        if missing:
+        if missing and section not in DEFAULTABLE:
             raise ConfigError(f"{origin}: [{section}] lacks {', '.join(missing)}")
     for key in TOP_LEVEL:
         if key not in data:

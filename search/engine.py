@@ -311,6 +311,8 @@ def default_run_id(config: SearchConfig) -> str:
 
 
 def _check_device(config: SearchConfig) -> None:
+    """What this machine must have for the search to start (a run directory is read without it)."""
+    config.workers.check_available()
     if config.evaluation.device.startswith("cuda"):
         import torch
 

@@ -163,6 +163,18 @@ def test_a_diverged_instance_does_not_stop_the_others_in_its_batch():
     assert [r.train_loss for r in runs[0.1]] == pytest.approx([r.train_loss for r in alone[0.1]], rel=1e-6)
 
 
+def test_a_candidate_that_diverges_at_every_rate_scores_the_worst_on_fresh_seeds(tmp_path):
+    from faulty_primitives import FAULTY
+    from primitives.serialize import parse
+    from proxy_tasks.scoring import tune_and_score
+
+    not_a_number = parse("v = nan(g)\nu = add(v, g)\nreturn u", FAULTY)
+    spec = OptimizerSpec.for_program(not_a_number, primitive_set=FAULTY)
+    scored = tune_and_score(SHORT["quadratic"], spec, (0, 1), BaselineCache(tmp_path / "b.json"))
+    assert scored.diverged_everywhere and scored.score == -3.0
+    assert [r.seed for r in scored.runs] == list(fresh((0, 1)))
+
+
 def test_tuning_moves_towards_the_better_side():
     task = SHORT["quadratic"]
     result = tune(task, parse_optimizer("SGD"), (0,))
