@@ -88,6 +88,16 @@ class ProxyTaskEvaluator:
     def all_tasks(self) -> list[Task]:
         return [task for tasks in self.stages.values() for task in tasks]
 
+    def warm_up(self) -> None:
+        """Pay the first training's one-time costs (autograd, vmap's batching rules: ~1 s) before any job,
+        so that a candidate's first stage on a fresh worker is timed like any other."""
+        from primitives.known import ADAMW
+        from proxy_tasks.runner import train_grid
+
+        task = dataclasses.replace(self.all_tasks[0], steps=2)
+        for spec in (baseline_spec(), OptimizerSpec.for_program(ADAMW)):
+            train_grid(task, spec, (1e-3, 1e-2), (0,), self.run_device)
+
     @property
     def task_names(self) -> set[str]:
         return {t.name for t in self.all_tasks}

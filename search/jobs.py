@@ -91,6 +91,8 @@ def build_runner(settings: dict[str, Any]):
     config = config_from_dict(settings["config"])
     primitive_set = resolve_primitive_set(config.evolution.primitive_set)
     evaluator = make_evaluator(config, primitive_set, settings.get("worker", 0))
+    if hasattr(evaluator, "warm_up"):
+        evaluator.warm_up()
 
     def run(job: Job) -> Any:
         if job.kind is JobKind.BASELINE:
