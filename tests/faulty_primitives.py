@@ -36,9 +36,16 @@ def die(x):
     os._exit(3)
 
 
+# Just above the fault test's workers.memory_gb = 1 and far below the machine's memory:
+# only the worker's limit (RLIMIT_AS) makes this allocation fail (tests/test_oracles.py
+# checks that it succeeds without one).
+HOG_BYTES = 3 << 29  # 1.5 GiB
+
+
 def hog(x):
-    """Asks for far more memory than a worker may have."""
-    return x + torch.empty(1 << 36, dtype=torch.uint8).sum()  # 64 GiB
+    """Asks for 1.5 GiB (address space, left untouched): more than a worker limited to 1 GiB may have."""
+    block = torch.empty(HOG_BYTES, dtype=torch.uint8)
+    return x + block[:0].sum()  # 0: the block is held while the result is made
 
 
 def _faulty(name, fn):

@@ -197,6 +197,7 @@ def damaged_runs(draw, files):
     return files
 
 
+@pytest.mark.e2e
 @FUZZ
 @given(st.data())
 def test_fuzzed_run_directories_are_read_or_refused_and_never_changed(tmp_path_factory, capsys, finished_run, data):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lion_pytorch  # a dev dependency (pyproject's dev extra): the outside oracle for Lion
 import pytest
 import torch
 
@@ -34,7 +35,6 @@ def run_side_by_side(make_a, make_b, init, grads):
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 @pytest.mark.parametrize("betas", [(0.9, 0.99), (0.95, 0.98)])
 def test_lion_equals_lion_pytorch(weight_decay, betas):
-    lion_pytorch = pytest.importorskip("lion_pytorch")
     init, grads = random_problem([(7,), (16, 32), (3, 8, 5)], steps=100)
     ours, theirs, _, _ = run_side_by_side(
         lambda p: Lion(p, lr=1e-3, betas=betas, weight_decay=weight_decay),

@@ -29,6 +29,7 @@ def candidates(run_dir):
     return [e for e in RunStore(run_dir).read_events() if e["type"] == "candidate"]
 
 
+@pytest.mark.e2e
 def test_smoke_search_end_to_end(tmp_path, baseline_cache):
     result = run(smoke(baseline_cache), run_dir=tmp_path / "run")
     assert result.stopped_by == "max_evals"
@@ -54,6 +55,7 @@ FAULTS = {
 }
 
 
+@pytest.mark.e2e
 def test_every_kind_of_failure_is_recorded_and_the_search_goes_on(tmp_path, baseline_cache, monkeypatch):
     monkeypatch.syspath_prepend(str(TESTS))  # workers import the plugin by name
     from faulty_primitives import FAULTY
@@ -65,7 +67,7 @@ def test_every_kind_of_failure_is_recorded_and_the_search_goes_on(tmp_path, base
         files.append(str(path))
     config = smoke(baseline_cache, "evolution.primitive_set=faulty_primitives:FAULTY",
                    f"evolution.warm_start={','.join(files + ['signum'])}", "evaluation.timeout=4",
-                   "evaluation.meta_every=0", "workers.memory_gb=4", "stop.max_evals=9")
+                   "evaluation.meta_every=0", "workers.memory_gb=1", "stop.max_evals=9")
     result = run(config, run_dir=tmp_path / "run")
     assert result.stopped_by == "max_evals"
     by_name = {e.get("warm_start", "").rsplit("/", 1)[-1].removesuffix(".json"): e for e in candidates(tmp_path / "run")}
@@ -90,6 +92,7 @@ def _wait_for(predicate, timeout=180.0):
     return False
 
 
+@pytest.mark.e2e
 def test_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path, baseline_cache):
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "search", "run", "--preset", "smoke", "--run-dir", str(run_dir),
@@ -120,6 +123,7 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path, baseline_cach
     assert final[: len(recorded)] == recorded
 
 
+@pytest.mark.e2e
 def test_corrupt_or_foreign_checkpoint_is_refused_and_nothing_changes(tmp_path):
     run(behaviour_config("stop.max_evals=8"), run_dir=tmp_path / "a")
     run(behaviour_config("stop.max_evals=8", "seed=1"), run_dir=tmp_path / "b")
@@ -138,6 +142,7 @@ def test_corrupt_or_foreign_checkpoint_is_refused_and_nothing_changes(tmp_path):
         resume(tmp_path / "missing")
 
 
+@pytest.mark.e2e
 def test_damaged_event_log_is_refused(tmp_path):
     run(behaviour_config("stop.max_evals=8"), run_dir=tmp_path / "a")
     lines = (tmp_path / "a" / "events.jsonl").read_text().splitlines()
@@ -154,6 +159,7 @@ def behaviour_config(*overrides):
         "evaluation.meta_every=10", "stop.max_evals=120", *overrides])
 
 
+@pytest.mark.e2e
 def test_deterministic_mode_writes_the_same_events_twice(tmp_path):
     run(behaviour_config(), run_dir=tmp_path / "a")
     run(behaviour_config(), run_dir=tmp_path / "b")
@@ -164,12 +170,14 @@ def test_deterministic_mode_writes_the_same_events_twice(tmp_path):
     assert (tmp_path / "c" / "events.jsonl").read_bytes() != first
 
 
+@pytest.mark.e2e
 def test_deterministic_mode_on_proxy_tasks(tmp_path, baseline_cache):
     for name in ("a", "b"):
         run(smoke(baseline_cache, "workers.serial=true", "stop.max_evals=6"), run_dir=tmp_path / name)
     assert (tmp_path / "a" / "events.jsonl").read_bytes() == (tmp_path / "b" / "events.jsonl").read_bytes()
 
 
+@pytest.mark.e2e
 def test_run_dir_is_never_overwritten(tmp_path):
     run(behaviour_config("stop.max_evals=5"), run_dir=tmp_path / "a")
     before = (tmp_path / "a" / "events.jsonl").read_bytes()
@@ -178,6 +186,7 @@ def test_run_dir_is_never_overwritten(tmp_path):
     assert (tmp_path / "a" / "events.jsonl").read_bytes() == before
 
 
+@pytest.mark.e2e
 def test_resume_raises_the_budget_and_continues_the_same_search(tmp_path):
     run(behaviour_config("stop.max_evals=40"), run_dir=tmp_path / "a")
     result = resume(tmp_path / "a", ["stop.max_evals=60"])
@@ -192,6 +201,7 @@ MECHANICS = ["evaluation.kind=behaviour", "evaluation.target=lion", "evolution.w
              "persistence.checkpoint_every=500", "workers.serial=true", "tracking.enabled=false"]
 
 
+@pytest.mark.e2e
 def test_mechanics_evolution_finds_lion_from_adamw(tmp_path, monkeypatch):
     """Fitness: distance to Lion's updates (0.9, 0.99). From AdamW, seed 4 finds it in under 1,500
     evaluations (BENCHMARKS.md has 5 seeds). "Found" is a normalised squared distance below 0.05:

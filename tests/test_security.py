@@ -51,6 +51,7 @@ def _behaviour(*overrides):
         "evolution.warm_start=adamw", "evolution.population=20", "evaluation.meta_every=0", *overrides])
 
 
+@pytest.mark.e2e
 def test_a_second_resume_of_a_run_in_use_is_refused_and_a_killed_holders_lock_is_taken_over(tmp_path):
     import os
     import signal
@@ -137,6 +138,7 @@ TAMPERING = {
 }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("field", sorted(TAMPERING))
 def test_a_crafted_run_directory_never_runs_code_through_export(tmp_path, monkeypatch, field):
     import subprocess

@@ -18,6 +18,8 @@ from search.engine import resume, run
 from search.run_store import RunStore
 from search.tracking import MlflowTracker, leaderboard
 
+pytestmark = pytest.mark.e2e  # every test here runs searches against real stores (and servers)
+
 
 def smoke(baseline_cache, *overrides):
     return config_module.load("smoke", overrides=[
