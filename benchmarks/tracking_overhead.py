@@ -42,7 +42,7 @@ def main() -> None:
             plain.append(time.perf_counter() - start)
             tracker = MlflowTracker(uri)
             start = time.perf_counter()
-            result = run(config, run_dir=folder / f"tracked{i}", tracker=tracker)
+            result = run(config, run_dir=folder / f"tracked{i}", observers=[tracker])
             tracked.append(time.perf_counter() - start)
             tracking.append(tracker.seconds)
             candidates = result.counters.evaluated

@@ -47,6 +47,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"expected a port number (1-65535), got {value}")
+    return value
+
+
 def _device(text: str) -> str:
     """A device this machine has: cpu, cuda or cuda:N (checked before anything trains)."""
     import torch
@@ -134,27 +144,38 @@ def _resume(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _ui(args: argparse.Namespace) -> int:
-    import subprocess
+    """The MLflow UI on the store, opened on the candidates of a search; nothing it starts outlives it."""
+    from search import tracking
 
-    from search.tracking import tracking_uri
-
-    uri = tracking_uri(args.tracking_uri)
-    print(f"MLflow UI for {uri} on http://{args.host}:{args.port}")
+    uri = tracking.tracking_uri(args.tracking_uri)
+    if uri.startswith(("http://", "https://")):  # a running server: only the address to open
+        url = tracking.view_url(uri, tracking.ui_view(uri, args.experiment))
+        print(f"MLflow server {uri}: {url}")
+        tracking.open_browser(url, args.no_browser)
+        return 0
+    url = tracking.view_url(f"http://{_url_host(args.host)}:{args.port}", tracking.ui_view(uri, args.experiment))
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
-               "--port", str(args.port)]
-    return subprocess.call(command)
+               "--port", str(args.port), "--workers", "1"]
+    print(f"MLflow UI for {uri}: {url}  (Ctrl-C stops it)", flush=True)
+    return tracking.serve(command, args.host, args.port, on_ready=lambda: tracking.open_browser(url, args.no_browser))
+
+
+def _url_host(host: str) -> str:
+    """Where a browser reaches a server listening on `host`."""
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
+    from search import report
     from search.tracking import leaderboard, tracking_uri
 
     rows = leaderboard(args.tracking_uri, args.experiment, args.top)
-    if not rows:
+    if not rows and args.format == "table":
         print(f"no candidate scored on the full suite in {tracking_uri(args.tracking_uri)}")
         return 0
-    for rank, row in enumerate(rows, start=1):
-        print(f"{rank:>3}. score {row['score']:+.3f}  {row['search']} #{row['candidate']}  ({row['hash']})")
-        print("\n".join("       " + line for line in row["program"].splitlines()[1:]))
+    print(report.render("leaderboard", rows, args.format))
     return 0
 
 
@@ -234,7 +255,11 @@ def raise_user_error(message: str):
 def _show(args: argparse.Namespace) -> int:
     from search import report
 
-    print(report.text(report.summary(args.run_dir, args.primitive_set)))
+    if args.candidate is None:
+        print(report.render("show", report.summary(args.run_dir, args.primitive_set), args.format))
+    else:
+        print(report.render("candidate", report.candidate(args.run_dir, args.candidate, args.primitive_set),
+                            args.format))
     return 0
 
 
@@ -326,24 +351,32 @@ def _search_commands(commands) -> None:
                         help="off a terminal, print a progress line every N evaluations")
     resume.set_defaults(handler=_resume, takes_overrides=True)
 
-    show = commands.add_parser("show", help="a run's hall of fame and statistics")
+    show = commands.add_parser("show", help="a run's hall of fame and statistics, or one candidate")
     show.add_argument("run_dir", metavar="RUN_DIR")
+    show.add_argument("candidate", metavar="CANDIDATE_ID", nargs="?", type=int, default=None,
+                      help="one candidate: its scores per task and its program (the ids the live panel shows)")
+    show.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                      help="table (for reading), json, or csv (the hall of fame; a candidate's tasks)")
     show.add_argument("--primitive-set", default=None,
                       help="import this plugin primitive set to show the run's programs (never done otherwise)")
     show.set_defaults(handler=_show)
 
 
 def _tracking_commands(commands) -> None:
-    ui = commands.add_parser("ui", help="open the MLflow UI on the tracking store")
+    ui = commands.add_parser("ui", help="open the MLflow UI on the tracking store, on a search's candidates")
     ui.add_argument("--tracking-uri", default="", help="default: $MLFLOW_TRACKING_URI, else ./mlflow.db")
-    ui.add_argument("--host", default="127.0.0.1")
-    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--experiment", default="", help="the experiment to open (default: the optsearch-* one "
+                                                     "updated last)")
+    ui.add_argument("--host", default="127.0.0.1", help="the address the server listens on")
+    ui.add_argument("--port", type=_port, default=5000)
+    ui.add_argument("--no-browser", action="store_true", help="print the address, do not open a browser")
     ui.set_defaults(handler=_ui)
 
     board = commands.add_parser("leaderboard", help="the best candidates across searches, from MLflow")
     board.add_argument("--tracking-uri", default="", help="default: $MLFLOW_TRACKING_URI, else ./mlflow.db")
     board.add_argument("--experiment", default="", help="one experiment (default: every optsearch-* one)")
-    board.add_argument("--top", type=int, default=10)
+    board.add_argument("--top", type=_positive_int, default=10)
+    board.add_argument("--format", choices=("table", "json", "csv"), default="table")
     board.set_defaults(handler=_leaderboard)
 
 

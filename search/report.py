@@ -1,11 +1,21 @@
-"""`optsearch show`: a run's statistics and hall of fame, read from its directory (nothing is written)."""
+"""What `optsearch show` and `optsearch leaderboard` print, as a table, JSON or CSV (nothing is written).
+
+    summary(run_dir)            a run's statistics and hall of fame, as data
+    candidate(run_dir, id)      one candidate (a cache hit's own id too), as data
+    render(kind, data, format)  the text of either, or of leaderboard rows: table, json or csv
+"""
 
 from __future__ import annotations
 
 import collections
+import csv
+import io
+import json
+import math
 from pathlib import Path
 from typing import Any
 
+from primitives.errors import OptsearchError
 from search import replay
 from search.display import hall_of_fame_text
 from search.records import FAILED
@@ -45,3 +55,129 @@ def text(report: dict[str, Any]) -> str:
                  f"{c['structural_hits']}, failed {c['failed']}, restarts {c['restarts']}")
     lines.append(hall_of_fame_text(report["hall_of_fame"]))
     return "\n".join(lines)
+
+
+FORMATS = ("table", "json", "csv")
+MEMBER_FIELDS = ("id", "score", "held_out", "transfer", "complexity", "state_buffers", "stage", "mutation",
+                 "structural_hash", "program_text")
+LEADERBOARD_FIELDS = ("rank", "score", "held_out", "transfer", "search", "candidate", "complexity", "state_buffers",
+                      "hash", "name", "program")
+TASK_FIELDS = ("task", "score", "lr", "train_loss", "eval_loss")
+
+
+def member_record(member) -> dict[str, Any]:
+    """A hall-of-fame member as plain data (its program as text and as JSON)."""
+    data = member.to_dict()
+    return {**{k: data[k] for k in MEMBER_FIELDS if k in data}, "stage": str(member.stage),
+            "program_text": member.program.text(), "program": data["program"]}
+
+
+class NoCandidate(OptsearchError):
+    """A candidate id a run does not have."""
+
+
+def candidate(run_dir: str | Path, candidate_id: int, primitive_set_name: str | None = None) -> dict[str, Any]:
+    """One candidate of a run, by the id the live panel, show and export use (a cache hit's own id too)."""
+    from primitives.serialize import from_dict
+    from search.export import _ranges
+
+    recorded = replay.load(run_dir, primitive_set_name=primitive_set_name, trusted=False)
+    events = recorded.store.read_events()
+    by_id = {e["id"]: e for e in events if e["type"] in ("candidate", "cache_hit")}
+    if candidate_id not in by_id:
+        raise NoCandidate(f"no candidate {candidate_id} in {run_dir} (candidates: {_ranges(sorted(by_id)) or 'none'})")
+    event = by_id[candidate_id]
+    scored = by_id.get(event["same_as"], event) if event["type"] == "cache_hit" else event
+    later = {(e["type"], e["id"]): e["score"] for e in events if e["type"] in ("held_out", "transfer")}
+    return {"run": recorded.run_id, "id": candidate_id, "same_as": event.get("same_as"), "score": event["score"],
+            "held_out": later.get(("held_out", scored["id"])), "transfer": later.get(("transfer", scored["id"])),
+            "stage": event["stage"], "status": scored.get("status", ""), "reason": scored.get("reason", ""),
+            "mutation": event["mutation"], "parent": event["parent"], "structural_hash": event["structural_hash"],
+            "program_text": from_dict(event["program"], recorded.primitive_set).text(), "program": event["program"],
+            "tasks": [{"task": task, "score": entry.get("score"), "lr": entry.get("lr"),
+                       "train_loss": entry.get("train_loss"), "eval_loss": entry.get("eval_loss")}
+                      for task, entry in scored.get("tasks", {}).items()]}
+
+
+def candidate_text(data: dict[str, Any]) -> str:
+    origin = f", a behavioural cache hit of #{data['same_as']}" if data["same_as"] is not None else ""
+    lines = [f"run {data['run']} candidate #{data['id']}{origin}",
+             f"  score {data['score']:+.3f} ({data['stage']}, {data['status']}){_later(data)}",
+             *([f"  reason: {data['reason'].strip().splitlines()[-1]}"] if data["reason"].strip() else []),
+             f"  mutation {data['mutation']}; parent {'#' + str(data['parent']) if data['parent'] is not None else '-'};"
+             f" hash {data['structural_hash']}"]
+    if data["tasks"]:
+        lines.append("  task                     score        lr   eval loss")
+        lines += [f"  {t['task']:<22} {t['score']:+7.3f} {_g(t['lr']):>9} {_g(t['eval_loss']):>11}" for t in data["tasks"]]
+    lines += ["  " + line for line in data["program_text"].splitlines()]
+    return "\n".join(lines)
+
+
+def _later(data: dict[str, Any]) -> str:
+    return "".join(f", {label} {data[key]:+.3f}" for key, label in (("held_out", "held-out"), ("transfer", "transfer"))
+                   if data[key] is not None)
+
+
+def _g(value) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def leaderboard_text(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'':>4} {'score':>7} {'held-out':>8} {'transfer':>8}  candidate"]
+    for rank, row in enumerate(rows, start=1):
+        lines.append(f"{rank:>3}. {_signed(row['score']):>7} {_signed(row['held_out']):>8} "
+                     f"{_signed(row['transfer']):>8}  {row['search']} #{row['candidate']}  ({row['hash']})")
+        lines += ["       " + line for line in row["program"].splitlines()[1:]]
+    return "\n".join(lines)
+
+
+def _signed(value) -> str:
+    return "-" if value is None else f"{value:+.3f}"
+
+
+def render(kind: str, data, output: str = "table") -> str:
+    """kind: "show" (a summary), "candidate" or "leaderboard" (rows); output: table, json or csv."""
+    if output == "json":
+        if kind == "show":
+            data = {**data, "hall_of_fame": [member_record(m) for m in data["hall_of_fame"]]}
+        elif kind == "leaderboard":
+            data = [{"rank": rank, **row} for rank, row in enumerate(data, start=1)]
+        return json.dumps(_plain(data), indent=1)
+    if output == "csv":
+        if kind == "show":
+            rows = [{"run": data["run"], **member_record(m)} for m in data["hall_of_fame"]]
+            return _csv(rows, ("run", *MEMBER_FIELDS))
+        if kind == "candidate":
+            return _csv(data["tasks"], TASK_FIELDS)
+        return _csv([{"rank": rank, **row} for rank, row in enumerate(data, start=1)], LEADERBOARD_FIELDS)
+    return {"show": text, "candidate": candidate_text, "leaderboard": leaderboard_text}[kind](data)
+
+
+def _plain(value):
+    """JSON without NaN or Infinity (not JSON): a non-finite number is null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _csv(rows: list[dict[str, Any]], fields: tuple[str, ...]) -> str:
+    """A header, then one line per row; a missing value is an empty field."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _cell(row.get(k)) for k in fields})
+    return out.getvalue().rstrip("\n")
+
+
+def _cell(value) -> str:
+    """A CSV field on one line: a program's lines joined with '; ', nothing for a missing value."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and "\n" in value:
+        return "; ".join(line.strip() for line in value.splitlines() if line.strip())
+    return value

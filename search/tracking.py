@@ -1,19 +1,25 @@
 """MLflow tracking of a search: one parent run per search, one child run per candidate.
 
-Layout (one experiment per campaign, "optsearch-<preset>" unless configured):
+Layout (one experiment per campaign, "optsearch-<preset>" unless configured; a classic ML experiment,
+tag mlflow.experimentKind, with a saved view of the run table: the candidates, best score first, with
+their score, held-out score, stage, status, complexity and state buffers as columns; `optsearch ui`
+opens it, see view_url):
   parent run   params: the resolved config (section.key); tags: engine,
                primitive-set and task-suite versions, run directory and id;
                metrics over evaluations: best score, held-out score of the
                best, cache hit rate, evals/s, invalid and failed counts;
                artifacts: plots/, hall_of_fame.json
   child runs   one per evaluated candidate (failures too, with their status),
-               with the candidate's own start and end time; tags: candidate
-               id, program hash, fingerprint, parent hash, mutation, stage,
-               status, the program text; params: program length, state
-               buffers, tuned learning rate per task; metrics: score, each
-               task's score and final losses, the held-out and transfer
-               scores when they come; artifacts: program.json, program.txt
-               and program.tex
+               named "#<id> <score> <simplified update u>", with the
+               candidate's own start and end time; description: the update
+               rule, the program and its LaTeX; tags: candidate id, program
+               hash, fingerprint, parent hash, mutation, stage, status, the
+               program text; params: program length, state buffers,
+               complexity, tuned learning rate per task; metrics: score,
+               complexity, state buffers, each task's score and final losses,
+               each task's loss curve as loss.<task> (step = window), the
+               held-out and transfer scores (and curves) when they come;
+               artifacts: program.json, program.txt and program.tex
 Cache hits are counted on the parent, not logged as runs.
 
 The tracker is an observer (search/observers.py); only the coordinator writes.
@@ -123,6 +129,78 @@ def open_client(uri: str):
     return client
 
 
+# --------------------------------------------------------------------------- what MLflow's UI opens on
+
+# MLflow 3's UI reads an experiment's kind from this tag: a classic ML experiment opens on its runs, not on
+# the GenAI overview of traces (the values are those of MLflow 3.17's JS bundle, ExperimentKind).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+CLASSIC_KIND = "custom_model_development"
+# A saved view of the run table (MLflow's "shared view state": an experiment tag, opened by the URL's
+# viewStateShareKey): the candidates only, best score first, with the columns that say what they are.
+VIEW_KEY = "optsearch-candidates"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+VIEW_NAME = "optsearch: candidates by score"
+CANDIDATE_FILTER = "tags.`optsearch.kind` = 'candidate'"
+VIEW_COLUMNS = ("metrics.`score`", "metrics.`held_out_score`", "metrics.`transfer_score`", "tags.`optsearch.stage`",
+                "tags.`optsearch.status`", "metrics.`complexity`", "metrics.`state_buffers`",
+                "tags.`optsearch.mutation`")
+RUN_NAME_COLUMN = "attributes.`Run Name`"
+
+
+def view_state() -> dict[str, Any]:
+    """The run table's state as MLflow 3.17's UI reads a saved view: search facets and UI state together."""
+    return {"searchFilter": CANDIDATE_FILTER, "orderByKey": "metrics.`score`", "orderByAsc": False,
+            "startTime": "ALL", "lifecycleFilter": "Active", "datasetsFilter": [], "modelVersionFilter": "All Runs",
+            "selectedColumns": list(VIEW_COLUMNS), "columnOrder": [RUN_NAME_COLUMN, *VIEW_COLUMNS],
+            "columnWidths": {RUN_NAME_COLUMN: 380}, "runsHiddenMode": "SHOW_ALL", "compareRunsMode": "TABLE"}
+
+
+def _view_envelope() -> str:
+    """The saved-view tag's value: {name, createdAt, updatedAt, state} with the state as a JSON string."""
+    now = int(time.time() * 1000)
+    return json.dumps({"name": VIEW_NAME, "createdAt": now, "updatedAt": now, "state": json.dumps(view_state())})
+
+
+def experiment_tags() -> dict[str, str]:
+    """The tags of an experiment optsearch creates: a classic ML experiment, with the candidates' view."""
+    return {EXPERIMENT_KIND_TAG: CLASSIC_KIND, VIEW_TAG: _view_envelope()}
+
+
+def prepare_experiment(client, experiment) -> None:
+    """An existing experiment gets the candidates' view, and an optsearch-* one its kind, where they lack them.
+
+    A view the user has changed and saved in the UI is theirs: it is never replaced.
+    """
+    tags = experiment.tags or {}
+    if experiment.name.startswith("optsearch") and EXPERIMENT_KIND_TAG not in tags:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, CLASSIC_KIND)
+    if VIEW_TAG not in tags:
+        client.set_experiment_tag(experiment.experiment_id, VIEW_TAG, _view_envelope())
+
+
+def view_url(server: str, experiment_id: str | None) -> str:
+    """The address of an experiment's candidates view (the MLflow UI's home without an experiment)."""
+    from urllib.parse import quote, urlencode
+
+    base = server.rstrip("/") + "/"
+    if experiment_id is None:
+        return base
+    query = urlencode({"workflowType": "machine_learning", "viewStateShareKey": VIEW_KEY}, quote_via=quote)
+    return f"{base}#/experiments/{quote(str(experiment_id))}/runs?{query}"
+
+
+def ui_experiment(client, name: str = ""):
+    """The experiment `optsearch ui` opens on: the named one, else the optsearch-* one updated last (or None)."""
+    if name:
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            names = [e.name for e in client.search_experiments()]
+            raise TrackingError(f"no experiment named {name!r}; experiments: {', '.join(names) or 'none'}")
+        return found
+    ours = [e for e in client.search_experiments() if e.name.startswith("optsearch")]
+    return max(ours, key=lambda e: e.last_update_time or 0, default=None)
+
+
 class MlflowTracker(Observer):
     def __init__(self, uri: str = "", experiment: str = ""):
         _quiet_http()
@@ -206,7 +284,7 @@ class MlflowTracker(Observer):
         experiment = self.client.get_experiment_by_name(name)
         if experiment is None:
             try:
-                self.experiment_id = self.client.create_experiment(name)
+                self.experiment_id = self.client.create_experiment(name, tags=experiment_tags())
             except Exception:  # noqa: BLE001 -- another search created it first: use theirs
                 experiment = self.client.get_experiment_by_name(name)
                 if experiment is None:
@@ -214,6 +292,8 @@ class MlflowTracker(Observer):
                 self.experiment_id = experiment.experiment_id
         else:
             self.experiment_id = experiment.experiment_id
+        if experiment is not None:
+            prepare_experiment(self.client, experiment)
         parent = self._saved_parent() or self._find_parent(snapshot)
         if parent is None:
             parent = self._create_parent(snapshot)
@@ -285,7 +365,9 @@ class MlflowTracker(Observer):
         if child is not None:
             metrics = [Metric(name, float(event.score), now, 0)]
             metrics += [Metric(f"{name}.{task}", float(entry["score"]), now, 0) for task, entry in event.tasks.items()]
-            self.client.log_batch(child, metrics=metrics)
+            metrics += _curves(event.tasks, name.replace("_score", "_loss"), now)
+            for start in range(0, len(metrics), 1000):
+                self.client.log_batch(child, metrics=metrics[start:start + 1000])
         best = snapshot.best
         if isinstance(event, HeldOutScored) and best is not None and best.id == event.id:
             self.client.log_batch(self.parent_id, metrics=[Metric("held_out_score_of_best", float(event.score), now,
@@ -305,6 +387,7 @@ class MlflowTracker(Observer):
         from mlflow.entities import Metric, Param
 
         program_text = from_dict(event["program"], _primitive_set(self.primitive_set_name)).text()
+        latex, formula = _formulas(event["program"], self.primitive_set_name)
         parent_hash = self._hashes.get(event.get("parent"), "") if event.get("parent") is not None else ""
         tags = {
             "mlflow.parentRunId": self.parent_id, "optsearch.kind": "candidate",
@@ -312,14 +395,15 @@ class MlflowTracker(Observer):
             "optsearch.fingerprint": event["fingerprint"], "optsearch.parent_hash": parent_hash,
             "optsearch.mutation": event["mutation"][:TAG_LIMIT], "optsearch.stage": event["stage"],
             "optsearch.status": event["status"], "optsearch.program": program_text[:TAG_LIMIT],
+            "mlflow.note.content": _description(event, program_text, formula, latex)[:TAG_LIMIT],
         }
         if event.get("reason"):
             tags["optsearch.reason"] = event["reason"][-TAG_LIMIT:]
         started = event.get("started")
-        run = self.client.create_run(self.experiment_id, run_name=f"candidate-{event['id']}", tags=tags,
+        run = self.client.create_run(self.experiment_id, run_name=run_name(event, formula), tags=tags,
                                      start_time=int(started * 1000) if started else None)
         timestamp = int(time.time() * 1000)
-        metrics = [Metric("score", float(event["score"]), timestamp, 0)]
+        metrics = [Metric(k, float(event[k]), timestamp, 0) for k in ("score", "complexity", "state_buffers")]
         params = [Param("program_length", str(len(event["program"]["body"]))),
                   Param("state_buffers", str(event["state_buffers"])),
                   Param("complexity", str(event["complexity"]))]
@@ -330,11 +414,13 @@ class MlflowTracker(Observer):
                     metrics.append(Metric(f"{key}.{task}", float(entry[key]), timestamp, 0))
             if "lr" in entry:
                 params.append(Param(f"lr.{task}", f"{entry['lr']:.6g}"))
-        self.client.log_batch(run.info.run_id, metrics=metrics, params=params)
+        metrics += _curves(event["tasks"], "loss", timestamp)
+        for start in range(0, len(metrics), 1000):  # MLflow's limit per batch
+            self.client.log_batch(run.info.run_id, metrics=metrics[start:start + 1000],
+                                  params=params if start == 0 else [])
         with tempfile.TemporaryDirectory() as folder:
             Path(folder, "program.json").write_text(json.dumps(event["program"], indent=2))
             Path(folder, "program.txt").write_text(program_text + "\n")
-            latex = _program_latex(event["program"], self.primitive_set_name)
             if latex:
                 Path(folder, "program.tex").write_text(latex + "\n")
             self.client.log_artifacts(run.info.run_id, folder)
@@ -398,14 +484,52 @@ def _primitive_set(name: str):
     return resolve_primitive_set(name)
 
 
-def _program_latex(program_dict: dict, primitive_set_name: str) -> str:
-    """The simplified update rule in LaTeX ("" when there is none)."""
-    from primitives.simplify import latex_of_dict
+NAME_FORMULA_CHARS = 60  # of the update u in a child run's name
 
+
+def _formulas(program_dict: dict, primitive_set_name: str) -> tuple[str, str]:
+    """The simplified update rule as (LaTeX, plain text), one SymPy pass; ("", "") when there is none."""
+    from primitives.analysis import prune
+    from primitives.simplify import NoCounterpart, TooLarge, render, symbolic_form
+
+    primitive_set = _primitive_set(primitive_set_name)
     try:
-        return latex_of_dict(program_dict, _primitive_set(primitive_set_name))
+        return render(symbolic_form(prune(from_dict(program_dict, primitive_set)), primitive_set))
+    except (TooLarge, NoCounterpart):
+        return "", ""
     except Exception:  # noqa: BLE001 -- a formula is a nicety, never a reason to lose the run
-        return ""
+        return "", ""
+
+
+def run_name(event: dict, formula: str) -> str:
+    """What a candidate is, at a glance: '#35 +1.53 polar(interp(g, m))' (a failure says its status)."""
+    update = formula.splitlines()[0].removeprefix("u = ") if formula else f"{len(event['program']['body'])} statements"
+    if len(update) > NAME_FORMULA_CHARS:
+        update = update[:NAME_FORMULA_CHARS - 1] + "\u2026"
+    judged = event["status"] if event["status"] in FAILED else f"{round(event['score'], 2) + 0.0:+.2f}"  # no -0.00
+    return f"#{event['id']} {judged} {update}"
+
+
+def _description(event: dict, program_text: str, formula: str, latex: str) -> str:
+    """The child run's description (Markdown): the update rule, the program, the LaTeX."""
+    parts = [f"Candidate #{event['id']}: score {event['score']:+.4f}, stage {event['stage']}, status "
+             f"{event['status']}, mutation `{event['mutation']}`."]
+    if formula:
+        parts.append(f"Update rule (simplified; w <- w - lr * u):\n\n```\n{formula}\n```")
+    parts.append(f"Program:\n\n```\n{program_text}\n```")
+    if latex:
+        parts.append(f"LaTeX:\n\n```latex\n{latex}\n```")
+    if event.get("reason"):
+        parts.append(f"Reason:\n\n```\n{event['reason'][-1500:]}\n```")
+    return "\n\n".join(parts)
+
+
+def _curves(tasks: dict, prefix: str, timestamp: int) -> list:
+    """Each task's down-sampled loss curve as a step metric '<prefix>.<task>' (step = window index)."""
+    from mlflow.entities import Metric
+
+    return [Metric(f"{prefix}.{task}", float(value), timestamp, step)
+            for task, entry in tasks.items() for step, value in enumerate(entry.get("curve") or ())]
 
 
 def make_tracker(config) -> MlflowTracker | None:
@@ -446,9 +570,173 @@ def _leaderboard(uri: str, experiment: str, top: int) -> list[dict[str, Any]]:
         parent = run.data.tags.get("mlflow.parentRunId", "")
         if parent and parent not in parents:
             parents[parent] = client.get_run(parent).info.run_name
-        rows.append({"score": run.data.metrics.get("score"), "held_out": run.data.metrics.get("held_out_score"),
-                     "transfer": run.data.metrics.get("transfer_score"), "search": parents.get(parent, ""),
-                     "candidate": run.data.tags.get("optsearch.candidate_id"),
-                     "hash": run.data.tags.get("optsearch.program_hash"),
-                     "program": run.data.tags.get("optsearch.program", "")})
+        metrics, tags = run.data.metrics, run.data.tags
+        rows.append({"score": metrics.get("score"), "held_out": metrics.get("held_out_score"),
+                     "transfer": metrics.get("transfer_score"), "search": parents.get(parent, ""),
+                     "candidate": int(tags["optsearch.candidate_id"]) if "optsearch.candidate_id" in tags else None,
+                     "complexity": _number(run.data.params.get("complexity")),
+                     "state_buffers": _number(run.data.params.get("state_buffers"), int),
+                     "hash": tags.get("optsearch.program_hash"), "name": run.info.run_name,
+                     "program": tags.get("optsearch.program", "")})
     return rows
+
+
+def _number(text: str | None, kind=float) -> float | int | None:
+    """A number logged as a param, or None."""
+    try:
+        return kind(float(text))
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+# --------------------------------------------------------------------------- optsearch ui
+
+GRACE_SECONDS = 10.0  # after Ctrl-C or SIGTERM, what the MLflow server gets to close its port
+STOP_SECONDS = 3.0  # then what is left of its processes gets to stop before it is killed
+
+
+def ui_view(uri: str, experiment: str = "") -> str | None:
+    """The id of the experiment `optsearch ui` opens on (its candidates' view made if missing), or None."""
+    _quiet_http()
+    try:
+        client = open_client(uri)
+        found = ui_experiment(client, experiment)
+        if found is not None:
+            prepare_experiment(client, found)
+        return None if found is None else found.experiment_id
+    except TrackingError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- a dead server or a foreign store is the user's to fix
+        raise TrackingError(f"cannot read the tracking store {uri}: {exc}") from None
+
+
+def open_browser(url: str, disabled: bool = False) -> None:
+    """Open `url` in a browser where there is a screen to show it on (never a text browser in this terminal)."""
+    import sys
+    import webbrowser
+
+    if disabled or (sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or
+                                                              os.environ.get("WAYLAND_DISPLAY"))):
+        return
+    try:
+        webbrowser.open(url)
+    except Exception:  # noqa: BLE001 -- the address is printed; a browser is a convenience
+        pass
+
+
+def serve(command: list[str], host: str, port: int, on_ready=None, grace: float = GRACE_SECONDS) -> int:
+    """Run a server in a process group of its own until it exits or this process gets SIGINT or SIGTERM.
+
+    A signal is forwarded to the whole group (MLflow 3's server starts uvicorn workers and huey_consumer
+    processes); what is still there `grace` seconds later, or at a second signal, is killed. The
+    processes of the group and every descendant seen are stopped however the server ends, so nothing
+    outlives this call. Returns 0 after a signal, else the server's exit status.
+    """
+    import signal
+    import subprocess
+
+    server = subprocess.Popen(command, start_new_session=True)
+    group, seen, stopping = server.pid, set(), []
+
+    def forward(signum, _frame):
+        stopping.append(time.monotonic())
+        _signal(group, seen, signum if len(stopping) == 1 else signal.SIGKILL)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        ready = on_ready is None
+        while server.poll() is None:
+            seen |= _processes(group)
+            if stopping and (time.monotonic() - stopping[0] > grace or not _listening(host, port)):
+                break  # the server has closed its port (MLflow's own process never exits by itself) or is late
+            if not ready and _listening(host, port):
+                ready = True
+                on_ready()
+            time.sleep(0.2)
+    finally:
+        seen |= _processes(group)
+        _stop(server, seen, signal.SIGTERM, 0.0 if len(stopping) > 1 else min(grace, STOP_SECONDS))
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0 if stopping else server.returncode
+
+
+def _listening(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1" if host in ("0.0.0.0", "::", "") else host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _stat(pid: int) -> tuple[int, int, int, str] | None:
+    """(parent, process group, start time, state) of a process, from /proc; None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[1]), int(fields[2]), int(fields[19]), fields[0]
+
+
+def _processes(group: int) -> set[tuple[int, int]]:
+    """(pid, start time) of the processes in `group` and of their descendants (Linux; empty elsewhere)."""
+    if not os.path.isdir("/proc"):
+        return set()
+    table = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit() and (stat := _stat(int(name))) is not None:
+            table[int(name)] = stat
+    found = {pid for pid, (_, pgrp, _, _) in table.items() if pgrp == group}
+    frontier = set(found) | {group}
+    while frontier:
+        frontier = {pid for pid, (ppid, _, _, _) in table.items() if ppid in frontier and pid not in found}
+        found |= frontier
+    return {(pid, table[pid][2]) for pid in found if pid in table}
+
+
+def _alive(seen: set[tuple[int, int]]) -> set[int]:
+    """Which of the processes seen still run (the same start time: not a reused pid; zombies are gone)."""
+    alive = set()
+    for pid, started in seen:
+        stat = _stat(pid)
+        if stat is not None and stat[2] == started and stat[3] != "Z":
+            alive.add(pid)
+    return alive
+
+
+def _signal(group: int, seen: set[tuple[int, int]], signum) -> None:
+    for send, target in [(os.killpg, group)] + [(os.kill, pid) for pid in _alive(seen)]:
+        try:
+            send(target, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _stop(server, seen: set[tuple[int, int]], signum, grace: float) -> None:
+    """Ask what is left of the server's group and its descendants to stop; kill what is there after `grace`."""
+    import signal
+
+    group, deadline = server.pid, time.monotonic() + grace
+
+    def left() -> bool:
+        server.poll()  # a zombie leader still counts as a member of its group until it is reaped
+        return _group_alive(group) or bool(_alive(seen))
+
+    if left():
+        _signal(group, seen, signum)
+    while time.monotonic() < deadline and left():
+        time.sleep(0.1)
+    if left():
+        _signal(group, seen, signal.SIGKILL)
+    server.wait()
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
