@@ -2,7 +2,7 @@
 
     python benchmarks/suite_snr.py [--tasks all] [--seeds 3] [--out bench_out/snr]
 
-Tunes AdamW, SGD, SGD with momentum, Lion, Muon and PolarGrad on each task
+Tunes AdamW, SGD, SGD with momentum, Lion, Muon, PolarGrad and SOAP on each task
 (the same protocol as the search, see proxy_tasks/tuning.py) and reports,
 per task and for both measured quantities (final training loss: optimisation
 speed; final held-out loss: generalisation):
@@ -29,7 +29,7 @@ from proxy_tasks.registry import get_task, select_tasks
 from proxy_tasks.scoring import BASELINE, seed_score
 from search import bench
 
-OPTIMIZERS = ["AdamW", "SGD", "SGDM", "Lion", "Muon", "PolarGrad"]
+OPTIMIZERS = ["AdamW", "SGD", "SGDM", "Lion", "Muon", "PolarGrad", "SOAP"]
 
 
 def snr(rows, metric: str) -> dict:
@@ -71,8 +71,9 @@ def main() -> None:
         task_rows = bench.bench(OPTIMIZERS, task.name, args.seeds, args.device, cache)
         rows += task_rows
         train, evaluation = (snr(task_rows, metric)[task.name] for metric in ("train", "eval"))
+        scores = ", ".join(f"{r.optimizer} {r.score:+.2f}±{r.spread:.2f}" for r in task_rows)
         print(f"{task.name}: SNR {train['snr']:.1f} (train loss), {evaluation['snr']:.1f} (eval loss), "
-              f"{time.perf_counter() - task_start:.0f}s", flush=True)
+              f"{time.perf_counter() - task_start:.0f}s; scores {scores}", flush=True)
     print()
     print(bench.format_table(rows))
     bench.write_outputs(rows, Path(args.out))

@@ -1,20 +1,27 @@
 """Small networks on scikit-learn's bundled datasets (see proxy_tasks.data).
 
 - logistic regression on breast_cancer: stochastic and convex;
-- an MLP 64-64-64-10 on digits: plain network training;
-- a small CNN on digits as 1 x 8 x 8 images: 4-D weights and biases;
+- an MLP 64-64-64-10 (tanh) distilling a teacher MLP on digit-like images;
+- a small CNN (3 x 3 convolutions: 4-D weights, biases) distilling a teacher
+  CNN on the same images, as 1 x 8 x 8;
 - an MLP autoencoder 64-32-64 on digits (held out).
 
-The MLP and the CNN stream: they train on digit-like images drawn from a
-Gaussian per class fitted to digits (proxy_tasks.data.digits_gaussians; the
-CNN's are also shifted by up to a pixel), a fresh batch every step, so their
-training loss is a held-out loss. On the 1,438 digits themselves they
-rewarded memorising: the fastest optimizers drove the training loss to 1e-6
-while their test loss grew (the CNN's Muon: 7e-7 and 6.9).
+The MLP and the CNN stream: their images are drawn from a Gaussian per class
+fitted to digits (proxy_tasks.data.digits_gaussians), a fresh batch every
+step, so their training loss is a held-out loss. On the 1,438 digits
+themselves they rewarded memorising: the fastest optimizers drove the
+training loss to 1e-6 while their test loss grew (the CNN's Muon: 7e-7 and
+6.9). Each image's target is a teacher's class probabilities (a random
+network of the student's architecture, logits scaled to a standard deviation
+of `sharpness`), fitted in KL divergence: 0 is reachable and no image is a
+rare, decisive mistake. With the images' sampled classes as labels instead,
+the classes barely overlap (the Bayes classifier's loss is ~0.001), so the
+last steps' loss was set by a few misclassified images and the seed-to-seed
+noise of a score was 2-3x larger (SNR 3.4 for the MLP, 2.1 for the CNN
+shifted by up to a pixel, against 6.5 and 7.6 now; BENCHMARKS.md).
 
 Batches are large (256-512): with small batches the seed-to-seed noise of a
-tuned run swamped the differences between optimizers (benchmarks/suite_snr.py;
-BENCHMARKS.md has the numbers).
+tuned run swamped the differences between optimizers (benchmarks/suite_snr.py).
 
 Models are pure functions of a dict of parameters (vmappable over seeds).
 Initialisation is PyTorch's default for Linear/Conv2d: U(-1/sqrt(fan_in),
@@ -65,11 +72,10 @@ TEST_EXAMPLES = 2048  # a streaming task's fixed held-out sample (final losses)
 
 
 @functools.lru_cache(maxsize=8)
-def gaussian_digits(count: int, seed: int, salt: int, shift: int = 0) -> dict[str, torch.Tensor]:
-    """`count` new digit-like images and labels from digits' class Gaussians (a few kept per process).
+def gaussian_digits(count: int, seed: int, salt: int) -> torch.Tensor:
+    """`count` new digit-like images (count, 64) from digits' class Gaussians, classes balanced at random.
 
-    Classes are balanced at random; with `shift`, each image is moved by up to
-    `shift` pixels along each axis (zeros, the standardised mean, fill in).
+    A few calls are kept per process (a streaming task's pool is drawn once).
     """
     means, chols = (torch.as_tensor(a) for a in datasets.digits_gaussians())
     g = generator(seed, salt)
@@ -79,19 +85,30 @@ def gaussian_digits(count: int, seed: int, salt: int, shift: int = 0) -> dict[st
     for c in range(10):
         chosen = y == c
         x[chosen] = means[c] + z[chosen] @ chols[c].T
-    if shift:
-        side = 8 + 2 * shift
-        padded = F.pad(x.reshape(count, 8, 8), (shift,) * 4)
-        dy, dx = (torch.randint(2 * shift + 1, (count,), generator=g) for _ in range(2))
-        rows = (dy[:, None] + torch.arange(8))[:, :, None] * side
-        cols = (dx[:, None] + torch.arange(8))[:, None, :]
-        x = padded.reshape(count, side * side).gather(1, (rows + cols).reshape(count, 64))
-    return {"x": x.float(), "y": y}
+    return x.float()
 
 
-def _streaming_digits(pool: int, seed: int, shift: int = 0) -> dict[str, torch.Tensor]:
-    train, test = gaussian_digits(pool, seed, 3, shift), gaussian_digits(TEST_EXAMPLES, seed, 4, shift)
-    return {"x": train["x"], "y": train["y"], "x_test": test["x"], "y_test": test["y"]}
+def teacher_stream(logits_fn, teacher: dict[str, torch.Tensor], pool: int, seed: int,
+                   sharpness: float) -> dict[str, torch.Tensor]:
+    """Digit-like images labelled by a teacher network's class probabilities.
+
+    The teacher's logits are scaled to a standard deviation of `sharpness`
+    (measured on the test images), so that its labels are confident but soft:
+    the student, of the teacher's architecture, can fit them exactly (a loss
+    of 0) and no image is a rare, decisive mistake.
+    """
+    x, x_test = gaussian_digits(pool, seed, 3), gaussian_digits(TEST_EXAMPLES, seed, 4)
+    with torch.no_grad():
+        logits, logits_test = logits_fn(teacher, x), logits_fn(teacher, x_test)
+        scale = sharpness / logits_test.std()
+    return {"x": x, "p": torch.softmax(scale * logits, dim=-1),
+            "x_test": x_test, "p_test": torch.softmax(scale * logits_test, dim=-1)}
+
+
+def distillation_loss(logits, p):
+    """KL(p || softmax(logits)), mean over examples: 0 when the student matches the teacher."""
+    # Written out: F.kl_div has no vmap batching rule (a slow fallback).
+    return torch.mean(torch.sum(torch.special.xlogy(p, p) - p * F.log_softmax(logits, dim=-1), dim=-1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,75 +140,96 @@ class LogisticRegression(Task):
         return self._loss(params, data["x_test"], data["y_test"])
 
 
+@functools.lru_cache(maxsize=8)
+def _mlp_stream(pool: int, hidden: int, sharpness: float, seed: int) -> dict[str, torch.Tensor]:
+    # The teacher: the student's architecture, weights N(0, 1/fan_in)-like (3x the variance of its init).
+    teacher = {k: 3**0.5 * v for k, v in linear_layers((64, hidden, hidden, 10), generator(seed, salt=5)).items()}
+    return teacher_stream(lambda p, x: mlp(p, x, 3), teacher, pool, seed, sharpness)
+
+
 @dataclasses.dataclass(frozen=True)
 class DigitsMLP(Task):
     name: ClassVar[str] = "mlp"
-    version: ClassVar[str] = "3"
+    version: ClassVar[str] = "4"
     tier: ClassVar[int] = 1
-    description: ClassVar[str] = "MLP 64-64-64-10 (tanh) on streamed digit-like images, batch 256"
-    minibatch_keys: ClassVar[tuple[str, ...]] = ("x", "y")
+    description: ClassVar[str] = "MLP 64-64-64-10 (tanh) distilling a teacher MLP on streamed digit-like images"
+    minibatch_keys: ClassVar[tuple[str, ...]] = ("x", "p")
     streaming: ClassVar[bool] = True
+    width_fields: ClassVar[tuple[str, ...]] = ("hidden",)  # the student's and its teacher's
 
     steps: int = 100
     batch_size: int | None = 256
     hidden: int = 64
+    sharpness: float = 6.0  # standard deviation of the teacher's logits
     pool: int = 25_600  # examples; a run uses steps x batch_size of them, each once
 
+    def scaled(self, steps_factor: int, width_factor: int) -> DigitsMLP:
+        """Wider (student and teacher) and longer, the pool grown with the steps: a stream never repeats."""
+        wider = super().scaled(steps_factor, width_factor)
+        return dataclasses.replace(wider, pool=self.pool * steps_factor)
+
     def data(self, seed):
-        return _streaming_digits(self.pool, seed)
+        return _mlp_stream(self.pool, self.hidden, self.sharpness, seed)
 
     def init(self, seed):
         return linear_layers((64, self.hidden, self.hidden, 10), generator(seed, salt=2))
 
-    def _loss(self, params, x, y):
-        return F.cross_entropy(mlp(params, x, 3), y)
-
     def loss(self, params, batch):
-        return self._loss(params, batch["x"], batch["y"])
+        return distillation_loss(mlp(params, batch["x"], 3), batch["p"])
 
     def train_loss(self, params, data):
         # The training objective of a stream is the population loss: measured on fresh examples.
-        return self._loss(params, data["x_test"], data["y_test"])
+        return distillation_loss(mlp(params, data["x_test"], 3), data["p_test"])
+
+
+def _cnn_init(channels: tuple[int, int], g: torch.Generator) -> dict[str, torch.Tensor]:
+    c1, c2 = channels
+    return {
+        "conv1": uniform_fan_in((c1, 1, 3, 3), 9, g), "bias1": uniform_fan_in((c1,), 9, g),
+        "conv2": uniform_fan_in((c2, c1, 3, 3), 9 * c1, g), "bias2": uniform_fan_in((c2,), 9 * c1, g),
+        "W": uniform_fan_in((10, c2 * 16), c2 * 16, g), "b": uniform_fan_in((10,), c2 * 16, g),
+    }
+
+
+def _cnn_logits(params, x):
+    h = x.reshape(-1, 1, 8, 8)
+    h = torch.relu(F.conv2d(h, params["conv1"], params["bias1"]))  # 6 x 6
+    h = torch.relu(F.conv2d(h, params["conv2"], params["bias2"]))  # 4 x 4
+    return h.flatten(1) @ params["W"].T + params["b"]
+
+
+@functools.lru_cache(maxsize=8)
+def _cnn_stream(pool: int, channels: tuple[int, int], sharpness: float, seed: int):
+    teacher = {k: 3**0.5 * v for k, v in _cnn_init(channels, generator(seed, salt=5)).items()}
+    return teacher_stream(_cnn_logits, teacher, pool, seed, sharpness)
 
 
 @dataclasses.dataclass(frozen=True)
 class DigitsCNN(Task):
     name: ClassVar[str] = "cnn"
-    version: ClassVar[str] = "4"
+    version: ClassVar[str] = "5"
     tier: ClassVar[int] = 2
-    description: ClassVar[str] = "CNN conv3x3(8)-conv3x3(16)-linear on streamed digit-like 1x8x8 images, shifted"
-    minibatch_keys: ClassVar[tuple[str, ...]] = ("x", "y")
+    description: ClassVar[str] = "CNN conv3x3(8)-conv3x3(16)-linear distilling a teacher CNN, streamed digit-like 8x8s"
+    minibatch_keys: ClassVar[tuple[str, ...]] = ("x", "p")
     streaming: ClassVar[bool] = True
     vmap_seeds: ClassVar[bool] = False  # vmapped convolutions ran slower than a loop
     steps: int = 100
-    batch_size: int | None = 256
+    batch_size: int | None = 512
     channels: tuple[int, int] = (8, 16)
-    shift: int = 1  # pixels each image moves at most, along each axis
-    pool: int = 25_600
+    sharpness: float = 6.0
+    pool: int = 51_200
 
     def data(self, seed):
-        return _streaming_digits(self.pool, seed, self.shift)
+        return _cnn_stream(self.pool, self.channels, self.sharpness, seed)
 
     def init(self, seed):
-        g = generator(seed, salt=2)
-        c1, c2 = self.channels
-        return {
-            "conv1": uniform_fan_in((c1, 1, 3, 3), 9, g), "bias1": uniform_fan_in((c1,), 9, g),
-            "conv2": uniform_fan_in((c2, c1, 3, 3), 9 * c1, g), "bias2": uniform_fan_in((c2,), 9 * c1, g),
-            "W": uniform_fan_in((10, c2 * 16), c2 * 16, g), "b": uniform_fan_in((10,), c2 * 16, g),
-        }
-
-    def _logits(self, params, x):
-        h = x.reshape(-1, 1, 8, 8)
-        h = torch.relu(F.conv2d(h, params["conv1"], params["bias1"]))  # 6 x 6
-        h = torch.relu(F.conv2d(h, params["conv2"], params["bias2"]))  # 4 x 4
-        return h.flatten(1) @ params["W"].T + params["b"]
+        return _cnn_init(self.channels, generator(seed, salt=2))
 
     def loss(self, params, batch):
-        return F.cross_entropy(self._logits(params, batch["x"]), batch["y"])
+        return distillation_loss(_cnn_logits(params, batch["x"]), batch["p"])
 
     def train_loss(self, params, data):
-        return F.cross_entropy(self._logits(params, data["x_test"]), data["y_test"])
+        return distillation_loss(_cnn_logits(params, data["x_test"]), data["p_test"])
 
 
 @dataclasses.dataclass(frozen=True)
