@@ -110,20 +110,27 @@ _PROGRAM_ERRORS = _COMMON_ERRORS[:1] + (
     ErrorInput({"route": "sideways"}, "Invalid route"),
     ErrorInput({"constants": {"no_such_constant": 1.0}}, "Invalid constants"),
 )
-for _program, _kwargs, _matrix in [
-    (known.ADAMW, {"lr": 1e-2}, False),
-    (known.LION, {"lr": 3e-3}, False),
-    (known.ADAFACTOR, {"lr": 3e-2}, False),
-    (known.MUON, {"lr": 0.05, "adamw_lr": 3e-2}, True),
-    (known.SHAMPOO, {"lr": 0.3, "adamw_lr": 3e-2}, True),
+for _program, _kwargs, _matrix, _momentum in [
+    (known.ADAMW, {"lr": 1e-2}, False, {}),
+    (known.LION, {"lr": 3e-3}, False, {}),
+    (known.ADAFACTOR, {"lr": 3e-2}, False, {}),
+    (known.MUON, {"lr": 0.05, "adamw_lr": 3e-2}, True, {"beta": 0.0}),
+    (known.SHAMPOO, {"lr": 0.3, "adamw_lr": 3e-2}, True, {"beta": 0.0}),
+    (known.ONE_SIDED_SHAMPOO, {"lr": 3e-2, "adamw_lr": 3e-2}, True, {"beta1": 0.0, "wd": 0.0}),
+    (known.SHAMPOO_GRAFTED, {"lr": 3e-2, "adamw_lr": 3e-2}, True, {"beta1": 0.0}),
+    # Like SOAP, its first step only builds the preconditioner, so the routing test's one-step move does
+    # not apply: it is checked here as SOAP is, on every parameter (route "rule": vectors get SOAP's
+    # 1-D Adam); its routing and batch_dims are tested in tests/test_soap_program.py.
+    (known.SOAP, {"lr": 3e-2, "route": "rule"}, False, {}),
 ]:
     register(OptimizerInfo(
         f"Program[{_program.name}]",
         functools.partial(ProgramOptimizer, program=_program),
         _kwargs,
-        _PROGRAM_ERRORS + ((ErrorInput({"constants": {"beta": 2.5}}, "Invalid constants"),) if _matrix else ()),
+        _PROGRAM_ERRORS + ((ErrorInput({"constants": {next(iter(_momentum)): 2.5}}, "Invalid constants"),)
+                           if _matrix else ()),
         matrix=_matrix,
-        no_momentum={"constants": {"beta": 0.0}} if _matrix else {},
+        no_momentum={"constants": _momentum} if _matrix else {},
     ))
 
 # What `optsearch export` wrote into this package (see search/export.py).

@@ -150,6 +150,100 @@ u = kron_precondition(L, m, R; p, eps)
 return u
 """)
 
+# SOAP (nikhilvyas/SOAP @ a1e5535; discovered.SOAP): Adam in the eigenbasis of
+# Shampoo's statistics. The bases start at zero, so the first step rotates
+# nothing and does not move (SOAP's first step only builds the preconditioner);
+# s = t - 1 counts the steps that moved, for SOAP's bias correction
+# sqrt(1 - beta2^s) / (1 - beta1^s) and for its decay, which starts with the
+# first move. m is kept in the eigenbasis and carried across a refresh (rotated
+# out of the old basis and into the new one, as upstream does at every step).
+# Differences from discovered.SOAP: decay is folded into u (w - lr (N + wd w)),
+# where SOAP decays the moved parameter ((w - lr N)(1 - lr wd)), a difference of
+# lr^2 wd N a step; the refreshed basis keeps its columns in their slots where
+# SOAP sorts them and permutes v (the same numbers, elsewhere); m's rotation out
+# and back in every step is the identity up to round-off. tests/test_soap_program.py.
+SOAP = parse("""
+program soap
+state L: ROW = 0, R: COL = 0, QL: ROW = 0, QR: COL = 0, m: PARAM = 0, v: PARAM = 0
+const beta1 = 0.95, beta2 = 0.95, shampoo_beta = 0.95, eps = 1e-08, wd = 0.01, k = 10, minus_one = -1, floor = 1e-16
+h = rotate_in(QL, g, QR)      # the gradient in the eigenbasis (zero before the first step's eigh)
+m = interp(h, m; beta1)
+h2 = square(h)
+v = interp(h2, v; beta2)
+d = sqrt(v)
+d = add_const(d; eps)
+n = div(m, d)
+n = rotate_out(QL, n, QR)     # Adam's direction, back in the parameter's coordinates
+s = add_const(t; minus_one)   # steps that moved
+n = debias(n, s; beta1)
+one = div(t, t)
+c = debias(one, s; beta2)
+c = rsqrt(c; floor)           # sqrt(1 - beta2^s)
+u = mul(n, c)
+moved = min(s, one)           # 0 at the first step, 1 after: no decay before the first move
+dw = mul(w, moved)
+u = add_scaled(u, dw; wd)
+gl = gram_left(g)
+L = interp(gl, L; shampoo_beta)
+gr = gram_right(g)
+R = interp(gr, R; shampoo_beta)
+m = rotate_out(QL, m, QR)     # m out of the old basis
+QL = eigenbasis(L, QL, t; k)
+QR = eigenbasis(R, QR, t; k)
+m = rotate_in(QL, m, QR)      # and into the new one
+return u
+""")
+
+# One-sided Shampoo as in ASGO (infinity-stars/ASGO optimizers/asgo.py): momentum
+# preconditioned by the inverse square root of the left statistic only, then
+# rescaled to RMS 0.2 (0.2 sqrt(mn) / ||U||_F). R is never written: it keeps its
+# initial I, and (I + eps I)^(-1/2) = I up to eps (it costs no memory). ASGO takes
+# the smaller side; this program takes the left one (for an (out, in) weight, the
+# output side). With beta2 = beta1 = 0 its direction is polar(G) at RMS 0.2.
+ONE_SIDED_SHAMPOO = parse("""
+program one_sided_shampoo
+state L: ROW = 0, R: COL = 1.0 * I, m: PARAM = 0
+const beta1 = 0.9, beta2 = 0.8, p = 2, eps = 1e-10, rms = 0.2, wd = 0.1
+m = interp(g, m; beta1)
+gl = gram_left(g)
+L = interp(gl, L; beta2)
+o = kron_precondition(L, m, R; p, eps)    # (L + eps I)^(-1/2) M
+o = normalize(o)
+o = scale(o; rms)
+u = add_scaled(o, w; wd)
+return u
+""")
+
+# Shampoo with Adam grafting (facebookresearch/optimizers distributed_shampoo,
+# AdamGraftingConfig): Shampoo's direction L^-1/4 M R^-1/4 (AdaGrad-summed
+# factors, bias-corrected momentum M) rescaled, per parameter, to the
+# Frobenius norm of Adam's direction M / (sqrt(V) + eps). DS rescales per
+# block with a 1e-16 guard in the denominator; div floors it at 1e-30.
+SHAMPOO_GRAFTED = parse("""
+program shampoo_grafted
+state L: ROW = 1e-06 * I, R: COL = 1e-06 * I, m: PARAM = 0, v: PARAM = 0
+const beta1 = 0.9, beta2 = 0.999, p = 4, eps = 1e-12, graft_eps = 1e-08, wd = 0
+gl = gram_left(g)
+L = add(L, gl)
+gr = gram_right(g)
+R = add(R, gr)
+m = interp(g, m; beta1)
+m_hat = debias(m, t; beta1)
+g2 = square(g)
+v = interp(g2, v; beta2)
+v_hat = debias(v, t; beta2)
+d = sqrt(v_hat)
+d = add_const(d; graft_eps)
+a = div(m_hat, d)                         # Adam's direction
+o = kron_precondition(L, m_hat, R; p, eps)
+na = frobenius(a)
+no = frobenius(o)
+r = div(na, no)
+u = mul(o, r)
+u = add_scaled(u, w; wd)
+return u
+""")
+
 # The Lion paper's raw discovered program (Chen et al. 2023, Program 8), with
 # its clip/arcsin input transform dropped and the lr factor kept as a scale:
 # m / sqrt(m * m) is sign(m), the two interps compose into Lion's beta2
@@ -174,5 +268,5 @@ return u
 KNOWN_PROGRAMS = {
     p.name: p
     for p in (SGD, SGD_MOMENTUM, SGD_NESTEROV, SIGNSGD, SIGNUM, RMSPROP, ADAMW, ADAFACTOR, LION, MUON,
-              POLARGRAD, POLARGRAD_POLAR_FIRST, SHAMPOO)
+              POLARGRAD, POLARGRAD_POLAR_FIRST, SHAMPOO, SOAP, ONE_SIDED_SHAMPOO, SHAMPOO_GRAFTED)
 }

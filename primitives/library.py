@@ -10,8 +10,8 @@ from __future__ import annotations
 import functools
 
 from primitives import elementwise as ew
-from primitives import factored, kronecker, normalisers, polar
-from primitives.kinds import Kind
+from primitives import eigenbasis, factored, kronecker, lowbit, normalisers, polar
+from primitives.kinds import Kind, KindError
 from primitives.primitive import (
     ConstSpec,
     Primitive,
@@ -56,6 +56,29 @@ def _sym():
 
 
 _POLAR = ("backend", "steps", "compute_dtype")
+
+
+def _basis_rule(kinds: tuple[Kind, ...]) -> Kind:
+    """(ROW, ROW, SCALAR) -> ROW and (COL, COL, SCALAR) -> COL: a statistic, its basis, the step t."""
+    statistic, basis, step = kinds
+    if statistic not in (Kind.ROW, Kind.COL) or basis is not statistic or step is not Kind.SCALAR:
+        raise KindError(f"expects (ROW, ROW, SCALAR) or (COL, COL, SCALAR), got ({', '.join(map(str, kinds))})")
+    return statistic
+
+
+_basis_rule.signature = "ROW, ROW, SCALAR -> ROW | COL, COL, SCALAR -> COL"  # type: ignore[attr-defined]
+
+
+def _quantizer(bits: int) -> Primitive:
+    return Primitive(
+        f"quantize{bits}", 1, elementwise, cost=2.0, category="lowbit",
+        doc=f"x stored at {bits} bits and read back: block-wise absmax quantisation, one float32 scale per "
+            f"{lowbit.BLOCK} values (row-major over the core dims; a vector's in order), codes in "
+            f"[-{lowbit.levels(bits)}, {lowbit.levels(bits)}]; a register written through it costs {bits}/32 of "
+            f"a float32 buffer plus the scales (primitives/analysis.py: state_bytes)",
+        sympy=lambda x: getattr(_sym(), f"Quantize{bits}")(x),
+        matrix_fn=functools.partial(lowbit.quantize, bits=bits, core_ndim=2),
+        vector_fn=functools.partial(lowbit.quantize, bits=bits, core_ndim=1))
 
 ELEMENTWISE = (
     _binary("add", ew.add, "a + b", lambda a, b: a + b, commutative=True),
@@ -179,7 +202,28 @@ MATRIX = (
               matrix_fn=factored.factored_second_moment, vector_fn=factored.factored_second_moment_vector),
 )
 
-ALL = PrimitiveSet("all", ELEMENTWISE + NORMALISERS + MATRIX)
+EIGENBASIS = (
+    Primitive("eigenbasis", 3, _basis_rule, cost=10.0, category="kronecker",
+              doc="the eigenbasis of statistic F kept in Q (SOAP): at t <= 1 the eigenvectors of F, largest "
+                  "eigenvalue first; when t - 1 is a multiple of k one power-iteration step warm-started at Q "
+                  "(columns ordered by Rayleigh quotient, QR, each column back in its slot); otherwise Q. "
+                  "On a vector (a diagonal statistic) the identity, stored as ones",
+              consts=(ConstSpec("k", 1.0, 1000.0, 10.0, "steps between refreshes (rounded to an integer)"),),
+              sympy=lambda F, Q, t, k: _sym().Eigenbasis(F, Q, t, k),
+              matrix_fn=eigenbasis.eigenbasis, vector_fn=eigenbasis.eigenbasis_vector),
+    Primitive("rotate_in", 3, fixed((Kind.ROW, P, Kind.COL), P), cost=8.0, category="kronecker",
+              doc="Q_L^T x Q_R: x in the eigenbases Q_L, Q_R; elementwise q_l x q_r on a vector",
+              sympy=lambda QL, x, QR: _sym().RotateIn(QL, x, QR),
+              matrix_fn=eigenbasis.rotate_in, vector_fn=eigenbasis.rotate_vector),
+    Primitive("rotate_out", 3, fixed((Kind.ROW, P, Kind.COL), P), cost=8.0, category="kronecker",
+              doc="Q_L x Q_R^T: x back from the eigenbases Q_L, Q_R; elementwise q_l x q_r on a vector",
+              sympy=lambda QL, x, QR: _sym().RotateOut(QL, x, QR),
+              matrix_fn=eigenbasis.rotate_out, vector_fn=eigenbasis.rotate_vector),
+)
+
+LOWBIT = (_quantizer(8), _quantizer(4))
+
+ALL = PrimitiveSet("all", ELEMENTWISE + NORMALISERS + MATRIX + EIGENBASIS + LOWBIT)
 
 # The Lion paper's space: elementwise ops and element statistics only.
 ELEMENTWISE_SET = ALL.subset("elementwise", [p.name for p in ELEMENTWISE + NORMALISERS if p.category != "matrix"])

@@ -14,6 +14,9 @@ an expression is built:
     Rms(c X) = |c| Rms(X)                Frobenius(c X) = |c| Frobenius(X)
     Inner(X, Polar(X)) = NuclearNorm(X)  AspectScale(c X) = c AspectScale(X)
     NuclearNorm(c X) = |c| NuclearNorm(X), SpectralNorm likewise
+    Eigenbasis(c F, Q, t) = Eigenbasis(F, Q, t), c > 0
+    RotateIn(Q_L, c X, Q_R) = c RotateIn(Q_L, X, Q_R), RotateOut likewise
+    Quantize8(Quantize8(X)) = Quantize8(X), Quantize4 likewise
 """
 
 from __future__ import annotations
@@ -33,9 +36,11 @@ class _Real(Function):
     def _eval_is_real(self):
         return True
 
-    def _latex(self, printer):
+    def _latex(self, printer, exp=None):
         args = [printer._print(a) for a in self.args]
-        return self.latex.format(*args, name=type(self).__name__.lower(), args=", ".join(args))
+        body = self.latex.format(*args, name=type(self).__name__.lower(), args=", ".join(args))
+        # SymPy's printer hands the exponent of f(...)^e to f's own printer.
+        return body if exp is None else rf"\left({body}\right)^{{{exp}}}"
 
 
 class _NonNegative(_Real):
@@ -210,3 +215,69 @@ class FactoredSecondMoment(_NonNegative):
     """R C / max(mean(R), eps)."""
 
     latex = r"\frac{{{0}\,{1}}}{{\max(\overline{{{0}}}, {2})}}"
+
+
+class Eigenbasis(_Real):
+    """The eigenbasis of F kept in Q, exact at t <= 1 and refreshed every k steps: the same for c F, c > 0."""
+
+    latex = r"\operatorname{{eigenbasis}}_{{{3}}}\left({0}; {1}, {2}\right)"
+
+    @classmethod
+    def eval(cls, F, Q, t, k):
+        split = _split_positive_factor(F)
+        if split is not None:
+            return cls(split[1], Q, t, k)
+        return None
+
+
+class _Rotation(_Real):
+    """Linear in the rotated value: f(Q_L, c X, Q_R) = c f(Q_L, X, Q_R); f(Q_L, 0, Q_R) = 0."""
+
+    @classmethod
+    def eval(cls, QL, x, QR):
+        if x == 0:
+            return sympy.S.Zero
+        if isinstance(x, sympy.Mul):
+            coefficient, rest = x.as_coeff_Mul()
+            if coefficient != 1:
+                return coefficient * cls(QL, rest, QR)
+            split = _split_positive_factor(x)  # positive constants and t are scalars
+            if split is not None:
+                return split[0] * cls(QL, split[1], QR)
+        return None
+
+
+class RotateIn(_Rotation):
+    """Q_L^T X Q_R."""
+
+    latex = r"{0}^\top \left({1}\right) {2}"
+
+
+class RotateOut(_Rotation):
+    """Q_L X Q_R^T."""
+
+    latex = r"{0} \left({1}\right) {2}^\top"
+
+
+class _Quantized(_Real):
+    """A block-wise absmax round trip: q(q(X)) = q(X), q(0) = 0."""
+
+    @classmethod
+    def eval(cls, x):
+        if x == 0:
+            return sympy.S.Zero
+        if isinstance(x, cls):
+            return x
+        return None
+
+
+class Quantize8(_Quantized):
+    """X stored at 8 bits and read back."""
+
+    latex = r"\left[{0}\right]_{{8}}"
+
+
+class Quantize4(_Quantized):
+    """X stored at 4 bits and read back."""
+
+    latex = r"\left[{0}\right]_{{4}}"

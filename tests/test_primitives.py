@@ -6,9 +6,36 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import argument_kinds, default_consts, sample_arguments
-from primitives import ALL, ExecutionOptions, Kind, Layout
+import helpers
+from helpers import default_consts
+from primitives import ALL, ExecutionOptions, Kind, KindError, Layout
 from primitives.polar import BACKENDS
+
+# --- arguments: helpers' kinds, and a statistic with its basis and the step t --
+
+
+def argument_kinds(prim):
+    """One valid tuple of argument kinds (helpers' candidates, then the eigenbasis primitives')."""
+    try:
+        return helpers.argument_kinds(prim)
+    except AssertionError:
+        for kinds in [(Kind.ROW, Kind.ROW, Kind.SCALAR)]:
+            try:
+                prim.result_kind(kinds)
+                return kinds
+            except KindError:
+                pass
+        raise
+
+
+def sample_arguments(prim, layout, batch=(2,), m=5, n=3, dtype=torch.float64, seed=0, scale=1.0):
+    """helpers.sample_arguments for every primitive; an eigenbasis gets a step that refreshes it (t = k + 1)."""
+    generator = torch.Generator().manual_seed(seed)
+    args = [helpers.sample_value(k, layout, batch, m, n, dtype, generator, scale) for k in argument_kinds(prim)]
+    if prim.name == "eigenbasis":
+        args[-1] = torch.full_like(args[-1], default_consts(prim)["k"] + 1)
+    return args
+
 
 # --- independent definitions (numpy, float64, one matrix at a time) ----------
 
@@ -32,6 +59,36 @@ def _per_matrix(fn):
         return np.stack(out).reshape(*batch, *np.shape(out[0]))
 
     return apply
+
+
+def _np_eigenbasis(F, Q, t, k):
+    """The eigenbasis primitive's definition, one matrix at a time (numpy: LAPACK through another build)."""
+    t, every = float(np.reshape(t, -1)[0]), max(1, round(k))
+    if t <= 1:
+        _, V = np.linalg.eigh(F + 1e-30 * np.eye(len(F)))
+        V = V[:, ::-1]
+        largest = V[np.abs(V).argmax(axis=0), np.arange(V.shape[1])]
+        return V * np.where(largest < 0, -1.0, 1.0)
+    if (t - 1) % every:
+        return Q
+    FQ = F @ Q
+    order = np.argsort(-np.sum(Q * FQ, axis=0), kind="stable")
+    q, r = np.linalg.qr(FQ[:, order])
+    q = q * np.where(np.diag(r) < 0, -1.0, 1.0)
+    out = np.empty_like(q)
+    out[:, order] = q  # each refreshed column back in the slot its old column held
+    return out
+
+
+def _np_quantize(x, bits):
+    top = 2 ** (bits - 1) - 1
+    flat = x.reshape(-1)
+    out = np.empty_like(flat)
+    for start in range(0, flat.size, 64):
+        block = flat[start:start + 64]
+        scale = np.abs(block).max() / top
+        out[start:start + 64] = 0.0 if scale == 0 else np.clip(np.round(block / scale), -top, top) * scale
+    return out.reshape(x.shape)
 
 
 MATRIX_REFERENCE = {
@@ -76,6 +133,11 @@ MATRIX_REFERENCE = {
     "row_mean_sq": _per_matrix(lambda x: np.mean(x**2, axis=1, keepdims=True)),
     "col_mean_sq": _per_matrix(lambda x: np.mean(x**2, axis=0, keepdims=True)),
     "factored_second_moment": _per_matrix(lambda R, C, eps: R @ C / max(np.mean(R), eps)),
+    "eigenbasis": _per_matrix(_np_eigenbasis),
+    "rotate_in": _per_matrix(lambda QL, x, QR: QL.T @ x @ QR),
+    "rotate_out": _per_matrix(lambda QL, x, QR: QL @ x @ QR.T),
+    "quantize8": _per_matrix(lambda x: _np_quantize(x, 8)),
+    "quantize4": _per_matrix(lambda x: _np_quantize(x, 4)),
 }
 
 EXACT = ExecutionOptions(polar_backend="svd")
@@ -149,6 +211,128 @@ def test_vector_layout_kron_and_factored_match_matrix_definitions():
     torch.testing.assert_close(V, x * x)
     torch.testing.assert_close(R, ALL.get("row_mean_sq")(x[None, :]).reshape(1))
     torch.testing.assert_close(C, ALL.get("col_mean_sq")(x[None, :]).reshape(6))
+
+
+# --- eigenbases, rotations and low-bit state ------------------------------------
+
+
+def _psd(batch, m, seed, dtype=torch.float64):
+    x = torch.randn(*batch, m, m + 2, dtype=dtype, generator=torch.Generator().manual_seed(seed))
+    return x @ x.mT
+
+
+def test_eigenbasis_is_exact_at_the_start_kept_between_refreshes_and_refreshed_every_k():
+    eigenbasis = ALL.get("eigenbasis")
+    F = _psd((2,), 6, seed=7)
+    step = lambda value: torch.full((2, 1, 1), float(value), dtype=torch.float64)  # noqa: E731
+    Q = eigenbasis(F, torch.zeros_like(F), step(1), k=3)
+    torch.testing.assert_close(Q.mT @ Q, torch.eye(6, dtype=torch.float64).expand(2, 6, 6))
+    rotated = Q.mT @ F @ Q
+    eigenvalues = torch.diagonal(rotated, dim1=-2, dim2=-1)
+    torch.testing.assert_close(rotated, torch.diag_embed(eigenvalues), atol=1e-12, rtol=0)
+    assert (eigenvalues[..., :-1] >= eigenvalues[..., 1:]).all()  # largest first
+    torch.testing.assert_close(eigenvalues, torch.linalg.eigvalsh(F).flip(-1))
+    G = _psd((2,), 6, seed=8)
+    for t in (2, 3, 5, 6):  # t - 1 not a multiple of 3: Q as it is
+        assert torch.equal(eigenbasis(G, Q, step(t), k=3), Q)
+    refreshed = eigenbasis(G, Q, step(4), k=3)
+    expected = np.stack([_np_eigenbasis(G[i].numpy(), Q[i].numpy(), 4.0, 3) for i in range(2)])
+    np.testing.assert_allclose(refreshed.numpy(), expected, rtol=1e-9, atol=1e-12)
+    # an exact eigenbasis is a fixed point of the refresh; k is rounded to an integer
+    torch.testing.assert_close(eigenbasis(F, Q, step(4), k=3), Q, rtol=0, atol=1e-12)
+    assert torch.equal(eigenbasis(F, Q, step(4), k=3.4), eigenbasis(F, Q, step(4), k=3))
+
+
+def test_refreshes_converge_to_the_new_eigenbasis_and_columns_keep_their_slots():
+    eigenbasis = ALL.get("eigenbasis")
+    one = torch.ones(1, 1, dtype=torch.float64)
+    F0 = torch.diag(torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64))
+    Q = eigenbasis(F0, torch.zeros(3, 3, dtype=torch.float64), one, k=1)
+    torch.testing.assert_close(Q, torch.eye(3, dtype=torch.float64))
+    # The eigenvalues change order: SOAP would sort the columns and permute v; here each stays in its slot.
+    F1 = torch.diag(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+    assert torch.equal(eigenbasis(F1, Q, 2 * one, k=1), Q)
+    # Repeated refreshes are subspace iteration: they find the eigenvectors of a new statistic.
+    F2 = _psd((), 5, seed=9)
+    Q = eigenbasis(_psd((), 5, seed=10), torch.zeros(5, 5, dtype=torch.float64), one, k=1)
+    for t in range(2, 400):
+        Q = eigenbasis(F2, Q, t * one, k=1)
+    rotated = Q.mT @ F2 @ Q
+    off_diagonal = rotated - torch.diag_embed(torch.diagonal(rotated))
+    assert off_diagonal.abs().max() < 1e-8 * rotated.abs().max()
+
+
+def test_eigenbasis_kinds_and_vector_layout():
+    prim = ALL.get("eigenbasis")
+    assert prim.result_kind((Kind.ROW, Kind.ROW, Kind.SCALAR)) is Kind.ROW
+    assert prim.result_kind((Kind.COL, Kind.COL, Kind.SCALAR)) is Kind.COL
+    for bad in [(Kind.ROW, Kind.COL, Kind.SCALAR), (Kind.PARAM, Kind.PARAM, Kind.SCALAR), (Kind.ROW, Kind.ROW, Kind.ROW)]:
+        with pytest.raises(KindError):
+            prim.result_kind(bad)
+    # A vector's statistic is diagonal: its basis is the identity (ones), computed at the start and on refreshes.
+    f, q = torch.rand(2, 6, dtype=torch.float64), torch.randn(2, 6, dtype=torch.float64)
+    t = torch.tensor([[1.0], [3.0]], dtype=torch.float64)
+    out = prim(f, q, t, layout=Layout.VECTOR, k=10.0)
+    assert torch.equal(out[0], torch.ones(6, dtype=torch.float64)) and torch.equal(out[1], q[1])
+    assert torch.equal(prim(f, q, torch.full((2, 1), 11.0, dtype=torch.float64), layout=Layout.VECTOR, k=10.0),
+                       torch.ones(2, 6, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", ["rotate_in", "rotate_out"])
+def test_rotations_invert_each_other_and_act_on_a_vector_as_on_diag(name):
+    g = torch.Generator().manual_seed(11)
+    QL = torch.linalg.qr(torch.randn(2, 5, 5, dtype=torch.float64, generator=g)).Q
+    QR = torch.linalg.qr(torch.randn(2, 3, 3, dtype=torch.float64, generator=g)).Q
+    x = torch.randn(2, 5, 3, dtype=torch.float64, generator=g)
+    rotate_in, rotate_out = ALL.get("rotate_in"), ALL.get("rotate_out")
+    torch.testing.assert_close(rotate_out(QL, rotate_in(QL, x, QR), QR), x)
+    torch.testing.assert_close(rotate_in(QL, rotate_out(QL, x, QR), QR), x)
+    prim = ALL.get(name)
+    ql, v, qr = (torch.randn(6, dtype=torch.float64, generator=g) for _ in range(3))
+    torch.testing.assert_close(torch.diag(prim(ql, v, qr, layout=Layout.VECTOR)),
+                               prim(torch.diag(ql), torch.diag(v), torch.diag(qr)))
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantizers_round_trip_blocks_of_64_values(bits):
+    prim = ALL.get(f"quantize{bits}")
+    top = 2 ** (bits - 1) - 1
+    x = torch.randn(3, 10, 13, dtype=torch.float64, generator=torch.Generator().manual_seed(12))
+    x[1, 4:, :] *= 1000  # blocks of very different scales
+    q = prim(x)
+    np.testing.assert_array_equal(q.numpy(), np.stack([_np_quantize(m, bits) for m in x.numpy()]))
+    for flat, original in zip(q.reshape(3, -1), x.reshape(3, -1)):
+        for start in range(0, 130, 64):  # blocks of 64 values, the last one 2 long
+            block, exact = flat[start:start + 64], original[start:start + 64]
+            scale = exact.abs().max() / top
+            assert (block - exact).abs().max() <= scale / 2 * (1 + 1e-12)
+            assert len(torch.unique(block)) <= 2 * top + 1
+            assert (block / scale - torch.round(block / scale)).abs().max() < 1e-9  # multiples of the scale
+    torch.testing.assert_close(prim(q), q, rtol=1e-12, atol=0)  # a stored value stores as itself
+    assert torch.equal(prim(torch.zeros(4, 7)), torch.zeros(4, 7))
+    # each matrix of a batch is quantised alone; a vector as the 1 x n row
+    torch.testing.assert_close(q[1], prim(x[1]))
+    v = x[0].reshape(-1)
+    torch.testing.assert_close(prim(v, layout=Layout.VECTOR), prim(v[None, :]).reshape(-1))
+
+
+def test_sympy_counterparts_of_the_basis_and_low_bit_primitives_carry_their_identities():
+    import sympy
+
+    from primitives import symbolic
+    from primitives.simplify import opaque_functions
+
+    F, Q, X, QL, QR, t = sympy.symbols("F Q X QL QR t", real=True)
+    c, k = sympy.symbols("c k", positive=True)
+    assert symbolic.Eigenbasis(c * F, Q, t, k) == symbolic.Eigenbasis(F, Q, t, k)
+    assert symbolic.RotateIn(QL, -3 * X, QR) == -3 * symbolic.RotateIn(QL, X, QR)
+    assert symbolic.RotateOut(QL, c * X, QR) == c * symbolic.RotateOut(QL, X, QR)
+    assert symbolic.RotateIn(QL, sympy.S.Zero, QR) == 0
+    assert symbolic.Quantize8(symbolic.Quantize8(X)) == symbolic.Quantize8(X)
+    assert symbolic.Quantize4(sympy.S.Zero) == 0
+    recognised = {name for name, _ in opaque_functions(ALL).values()}
+    assert {"eigenbasis", "rotate_in", "rotate_out", "quantize8", "quantize4"} <= recognised
+    assert sympy.latex(symbolic.RotateIn(QL, X, QR) ** 2)  # printed raised to a power
 
 
 @pytest.mark.parametrize("name", ALL.names)
