@@ -7,10 +7,12 @@ import dataclasses
 import pytest
 import torch
 
-from discovered import Lion, Muon, PolarGrad, ProgramOptimizer
-from helpers import default_consts, sample_arguments
+from discovered import SOAP, Lion, Muon, PolarGrad, ProgramOptimizer
+from helpers import default_consts
 from primitives import ALL, ExecutionOptions, Layout
-from primitives.known import ADAMW, MUON, SHAMPOO
+from primitives.known import ADAMW, MUON, ONE_SIDED_SHAMPOO, SHAMPOO, SHAMPOO_GRAFTED
+from primitives.known import SOAP as SOAP_PROGRAM
+from test_primitives import sample_arguments  # every primitive's arguments (a basis refreshed at t = k + 1)
 from proxy_tasks.optimizers import parse_optimizer
 from proxy_tasks.registry import TASKS
 from proxy_tasks.runner import train
@@ -56,10 +58,46 @@ def _run(make, device, dtype=torch.float64, steps=20):
     (lambda p: ProgramOptimizer(p, ADAMW, lr=1e-2), 1e-12),
     (lambda p: ProgramOptimizer(p, MUON, lr=0.02, options=ExecutionOptions(polar_backend="svd")), 1e-9),
     (lambda p: ProgramOptimizer(p, SHAMPOO, lr=1e-2), 1e-9),
+    (lambda p: ProgramOptimizer(p, ONE_SIDED_SHAMPOO, lr=1e-2), 1e-9),
+    (lambda p: ProgramOptimizer(p, SHAMPOO_GRAFTED, lr=1e-2), 1e-9),
 ])
 def test_optimizers_agree_on_cuda(make, atol):
     for a, b in zip(_run(make, "cuda"), _run(make, "cpu")):
         torch.testing.assert_close(a, b, rtol=0, atol=atol)
+
+
+def _integer_run(make, device, dtype=torch.float64, steps=12):
+    """Square matrices with integer-valued gradients: statistics exact, and regular from the first step.
+
+    (On the longer side of a non-square matrix SOAP's first statistic is singular, and eigh's basis of its
+    null space is whatever the eigh algorithm makes of round-off: it differs between LAPACK and cuSOLVER.)
+    """
+    g = torch.Generator().manual_seed(0)
+    shapes = [(6, 6), (8, 8), (9,)]
+    params = [torch.nn.Parameter(torch.randint(-3, 4, s, generator=g).to(dtype).to(device)) for s in shapes]
+    optimizer = make(params)
+    for _ in range(steps):
+        for p in params:
+            p.grad = torch.randint(-3, 4, p.shape, generator=g).to(dtype).to(device)
+        optimizer.step()
+    return [p.detach().cpu() for p in params]
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: SOAP(p, lr=1e-2, precondition_frequency=3),
+    lambda p: ProgramOptimizer(p, SOAP_PROGRAM, lr=1e-2, route="rule", constants={"k": 3, "wd": 0.0}),
+], ids=["SOAP", "Program[soap]"])
+def test_soap_agrees_on_cuda(make):
+    for a, b in zip(_integer_run(make, "cuda"), _integer_run(make, "cpu")):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+
+
+def test_soap_program_agrees_with_soap_on_cuda():
+    ours = _integer_run(lambda p: SOAP(p, lr=1e-2, precondition_frequency=3, weight_decay=0.0), "cuda")
+    program = _integer_run(lambda p: ProgramOptimizer(p, SOAP_PROGRAM, lr=1e-2, route="rule",
+                                                      constants={"k": 3, "wd": 0.0}), "cuda")
+    for a, b in zip(ours, program):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
 
 
 def test_bf16_muon_runs_on_cuda_close_to_fp32():
