@@ -113,12 +113,12 @@ def hall_of_fame_text(members) -> str:
     """The Pareto front, best first, with each member's program."""
     if not members:
         return "hall of fame: empty (no candidate was scored on the full suite)"
-    lines = ["hall of fame (Pareto front: score, complexity, state buffers):"]
+    lines = ["hall of fame (Pareto front: score, complexity, state bytes per parameter byte):"]
     for m in members:
         extra = "".join(f"  {label} {_score(value)}" for label, value in (("held-out", m.held_out),
                                                                          ("transfer", m.transfer))
                         if value is not None)
         lines.append(f"  #{m.id}  score {m.score:+.3f}{extra}  complexity {m.complexity:g}  "
-                     f"state buffers {m.state_buffers}  ({m.mutation})")
+                     f"state bytes {m.state_bytes:.3g}  ({m.state_buffers} buffers)  ({m.mutation})")
         lines += ["      " + line for line in m.program.text().splitlines()[1:]]
     return "\n".join(lines)

@@ -297,7 +297,8 @@ class Search:
 def _member_record(member: Individual) -> dict:
     """A hall-of-fame member as hall_of_fame.json shows it."""
     return {"id": member.id, "score": member.score, "held_out": member.held_out, "transfer": member.transfer,
-            "complexity": member.complexity, "state_buffers": member.state_buffers, "stage": member.stage,
+            "complexity": member.complexity, "state_buffers": member.state_buffers,
+            "state_bytes": member.state_bytes, "stage": member.stage,
             "mutation": member.mutation, "structural_hash": member.structural_hash,
             "program_text": member.program.text(), "program": member.to_dict()["program"]}
 

@@ -78,6 +78,7 @@ class CandidateEvaluated(Proposed):
     reason: str = ""
     complexity: float
     state_buffers: int
+    state_bytes: float | None = None  # bytes of state per parameter byte (logs written before it have none)
     worker: int = 0
     seconds: float | None = None
     started: float | None = None

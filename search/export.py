@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from primitives.analysis import prune, uses_matrix_primitives
+from primitives.analysis import prune, state_bytes, uses_matrix_primitives
 from primitives.errors import OptsearchError
 from primitives.files import atomic_write_text
 from primitives.fingerprint import fingerprint
@@ -315,7 +315,7 @@ def _ranges(ids: list[int]) -> str:
 
 
 def _docstring(name: str, text: str, latex: str, provenance: Provenance, program_hash: str, behaviour: str,
-               lr: float, lr_note: str, note: str) -> str:
+               lr: float, lr_note: str, note: str, state_bytes: float = 0.0) -> str:
     formula = textwrap.indent(text, "    ")
     math_block = f"\nIn LaTeX:\n\n{textwrap.indent(latex, '    ')}\n" if latex else ""
     origin = "\n".join(f"    {line}" for line in provenance.lines())
@@ -327,6 +327,7 @@ the right of "<-" holds the previous step's value):
 {formula}
 {math_block}
 Default learning rate {lr:.{SIGNIFICANT_DIGITS - 1}e}: {lr_note}.
+Optimizer state: {state_bytes:.3g} bytes per parameter byte (on a transformer block's matrices).
 
 Provenance:
 {origin}
@@ -382,7 +383,7 @@ def export(program: Program, name: str, provenance: Provenance | None = None, fo
     program_hash = structural_hash(final, primitive_set)
     behaviour = fingerprint(final, primitive_set=primitive_set)
     docstring = _docstring(name, text, latex, provenance, program_hash, behaviour, default_lr, lr_note,
-                           _NOTES[simplified])
+                           _NOTES[simplified], state_bytes(final))
     record = {**provenance.to_dict(), "program_hash": program_hash, "fingerprint": behaviour,
               "exported": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     try:

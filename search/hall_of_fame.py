@@ -1,7 +1,8 @@
 """The hall of fame: the Pareto front over score, complexity and optimizer memory.
 
 A candidate enters if no member is at least as good on all three (higher
-score, lower complexity, fewer state buffers) and strictly better on one;
+score, lower complexity, fewer bytes of optimizer state per parameter byte:
+primitives.analysis.state_bytes) and strictly better on one;
 members it dominates leave. Lion's practical win over AdamW was half the
 memory at the same quality: a front, not a single best, keeps such trades.
 Only candidates scored on everything selection uses compete: the full suite
@@ -20,7 +21,7 @@ class HallOfFame:
         self.members: list[Individual] = list(members or [])
 
     def _objectives(self, m: Individual) -> tuple[float, float, float]:
-        return (m.fitness(self.select_on), -m.complexity, -m.state_buffers)
+        return (m.fitness(self.select_on), -m.complexity, -m.state_bytes)
 
     def eligible(self, candidate: Individual) -> bool:
         return candidate.stage.complete and (self.select_on != "transfer" or candidate.transfer is not None)
@@ -47,4 +48,4 @@ class HallOfFame:
         self.members = [individual if m.id == individual.id else m for m in self.members]
 
     def ranked(self) -> list[Individual]:
-        return sorted(self.members, key=lambda m: (-m.fitness(self.select_on), m.complexity, m.state_buffers, m.id))
+        return sorted(self.members, key=lambda m: (-m.fitness(self.select_on), m.complexity, m.state_bytes, m.id))

@@ -25,6 +25,14 @@ class Individual:
     mutation: str = ""
     held_out: float | None = None  # meta-validation score, once measured
     transfer: float | None = None  # score at 4x the steps and width, once measured
+    # optimizer memory: bytes of state per parameter byte (primitives.analysis.state_bytes); None: from the program
+    state_bytes: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.state_bytes is None:  # records and checkpoints written before this field have none
+            from primitives.analysis import state_bytes
+
+            object.__setattr__(self, "state_bytes", state_bytes(self.program))
 
     def fitness(self, select_on: str) -> float:
         """What selection ranks by: the suite score, or the transfer score once there is one."""

@@ -20,7 +20,7 @@ import heapq
 import itertools
 from typing import Any
 
-from primitives.analysis import complexity, state_buffers
+from primitives.analysis import complexity, state_buffers, state_bytes
 from primitives.program import Program
 from primitives.serialize import to_dict
 from search import funnel as funnel_module
@@ -175,7 +175,8 @@ class Scheduler:
         return CandidateEvaluated(
             seq=0, stage=stage, status=status, score=funnel_module.score(tasks) if not status.failed else funnel_module.WORST,
             tasks=tasks, reason=reason, complexity=complexity(program, self.state.primitive_set),
-            state_buffers=state_buffers(program), worker=candidate.worker, seconds=candidate.seconds,
+            state_buffers=state_buffers(program), state_bytes=state_bytes(program), worker=candidate.worker,
+            seconds=candidate.seconds,
             started=candidate.started or None, finished=completion.finished or None,
             fingerprint=candidate.fingerprint, **_proposed(candidate.proposal))
 
