@@ -161,7 +161,14 @@ return u
 # where SOAP decays the moved parameter ((w - lr N)(1 - lr wd)), a difference of
 # lr^2 wd N a step; the refreshed basis keeps its columns in their slots where
 # SOAP sorts them and permutes v (the same numbers, elsewhere); m's rotation out
-# and back in every step is the identity up to round-off. tests/test_soap_program.py.
+# and back in every step is the identity up to round-off. On a vector (route
+# "rule") the basis is the identity and this is SOAP's 1-D rule (Adam, without
+# precondition_1d); a conv kernel is the (out, in*kh*kw) matrix, which is SOAP
+# with merge_dims where that merge gives the same view (SOAP's default factors
+# each of the four dimensions). Agreement: to round-off on integer-valued
+# gradients; on real-valued ones wherever the statistics are regular (the longer
+# side of a non-square matrix has a singular first statistic, whose null-space
+# basis eigh fixes by round-off, in SOAP as here). tests/test_soap_program.py.
 SOAP = parse("""
 program soap
 state L: ROW = 0, R: COL = 0, QL: ROW = 0, QR: COL = 0, m: PARAM = 0, v: PARAM = 0
