@@ -327,12 +327,9 @@ def test_export_writes_a_class_that_runs_its_program_or_refuses_with_a_reason(pr
         assert torch.allclose(p, q, rtol=1e-6, atol=1e-9, equal_nan=True), (program.text(), exported.program.text())
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "bug: primitives/symbolic.py's _Real._latex(self, printer) takes no `exp` keyword, which SymPy's LaTeX "
-    "printer passes for a power of a function, so any opaque primitive raised to a power (square(rms(g)), "
-    "square(polar(g)), ...) makes simplify(), export() and `optsearch simplify` fail with a TypeError"))
 def test_a_squared_opaque_primitive_is_simplified_and_exported(tmp_path):
-    """Found by the property tests above (over primitives.library.ALL, with another seed)."""
+    """Found by the property tests above (over primitives.library.ALL, with another seed): SymPy's LaTeX
+    printer passes `exp` to an opaque function's printer for a power of it (fixed in primitives/symbolic.py)."""
     program = parse("v = rms(g)\nv = square(v)\nu = mul(g, v)\nreturn u")
     assert simplify(program).note
     export(program, "SquaredRms", folder=tmp_path)
