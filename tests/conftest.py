@@ -31,6 +31,9 @@ def _one_thread():
 
 
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("ray"):  # a local Ray head and searches on its actors: end to end
+            item.add_marker(pytest.mark.e2e)
     if not torch.cuda.is_available():
         skip = pytest.mark.skip(reason="needs CUDA")
         for item in items:

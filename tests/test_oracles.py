@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from discovered import Muon, PolarGrad
 from discovered.program_optimizer import ProgramOptimizer
@@ -37,7 +38,7 @@ from primitives.hashing import structural_hash
 from primitives.kinds import KindError
 from primitives.known import KNOWN_PROGRAMS
 from primitives.library import ALL
-from primitives.program import ProgramError, validate
+from primitives.program import ProgramError, Statement, validate
 from primitives.serialize import parse
 from primitives.simplify import equivalent, simplify
 from proxy_tasks.optimizers import OptimizerSpec
@@ -181,10 +182,11 @@ def test_children_of_a_parent_at_the_size_limits_stay_within_them():
     assert any(c is not None and not within_limits(c.program, limits) for c in roomy)
 
 
-# swap's share of valid programs over 200 draws from each known program (seeded):
-# measured 0.378 today; a swap that exchanges the statements' arguments instead of
-# the statements (81% invalid) measures 0.187.
-SWAP_VALIDITY_FLOOR = 0.28
+# swap's share of valid programs over 200 draws from each known program (seeded): measured
+# 0.343 (13 known programs of 2+ statements; 0.378 when there were 10); a swap that exchanges
+# the statements' arguments instead of the statements measures 0.153 (0.187). The floor is
+# midway: a known program added with many statements lowers the rate a little.
+SWAP_VALIDITY_FLOOR = 0.25
 
 
 def test_swap_makes_valid_programs_at_its_measured_rate():
@@ -282,8 +284,30 @@ def _import_module(path: Path):
     return module
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-@given(programs())
+# Redundancies appended to a random program's output, so that simplification has work to do
+# (on random programs alone it is mostly "no shorter"): each rewrites to fewer statements.
+REDUNDANCIES = {
+    "double negation": lambda x: [Statement("red_a", "neg", (x,)), Statement("red", "neg", ("red_a",))],
+    "sign of a sign": lambda x: [Statement("red_a", "sign", (x,)), Statement("red", "sign", ("red_a",))],
+    "x / |x|": lambda x: [Statement("red_a", "abs", (x,)), Statement("red", "div", (x, "red_a"))],
+}
+
+
+@st.composite
+def programs_with_a_redundancy(draw):
+    program = draw(programs())
+    redundancy = draw(st.sampled_from(sorted(REDUNDANCIES)))
+    return dataclasses.replace(program, body=program.body + tuple(REDUNDANCIES[redundancy](program.output)),
+                               output="red")
+
+
+def property_settings(examples: int) -> settings:
+    return settings(max_examples=examples, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+
+
+@property_settings(60)
+@given(st.one_of(programs(), programs_with_a_redundancy()))
 def test_simplify_is_verified_or_keeps_the_pruned_program_with_a_note(program):
     result = simplify(program)
     event(result.note.split(":")[0])
@@ -297,8 +321,8 @@ def test_simplify_is_verified_or_keeps_the_pruned_program_with_a_note(program):
         assert result.note.startswith(("not simplified", "kept the pruned program", "rejected the rewrite")), result.note
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-@given(programs())
+@property_settings(25)
+@given(st.one_of(programs(), programs_with_a_redundancy()))
 def test_export_writes_a_class_that_runs_its_program_or_refuses_with_a_reason(program):
     with tempfile.TemporaryDirectory() as folder:
         try:
@@ -328,7 +352,7 @@ def test_export_writes_a_class_that_runs_its_program_or_refuses_with_a_reason(pr
 
 
 def test_a_squared_opaque_primitive_is_simplified_and_exported(tmp_path):
-    """Found by the property tests above (over primitives.library.ALL, with another seed): SymPy's LaTeX
+    """Found by the simplify property test above run with 60 examples (it had 25 then): SymPy's LaTeX
     printer passes `exp` to an opaque function's printer for a power of it (fixed in primitives/symbolic.py)."""
     program = parse("v = rms(g)\nv = square(v)\nu = mul(g, v)\nreturn u")
     assert simplify(program).note
