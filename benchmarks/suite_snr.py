@@ -27,7 +27,7 @@ from pathlib import Path
 
 from proxy_tasks.registry import get_task, select_tasks
 from proxy_tasks.scoring import BASELINE, seed_score
-from search import bench
+from proxy_tasks import bench
 
 OPTIMIZERS = ["AdamW", "SGD", "SGDM", "Lion", "Muon", "PolarGrad", "SOAP"]
 

@@ -86,7 +86,7 @@ def _output_folder(path: str, force: bool) -> Path:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from search import bench
+    from proxy_tasks import bench
 
     out = _output_folder(args.out, args.force)
     rows = bench.bench(args.optimizers, args.tasks, args.seeds, _device(args.device),

@@ -20,37 +20,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from proxy_tasks.figures import DPI, curve_grid, curve_grid_figure, pyplot, save  # noqa: F401 -- re-used here
 from search.observers import Observer, Snapshot
 from search.records import FAILED
 
-DPI = 150
 EVERY_SECONDS = 60.0  # plots are redrawn at checkpoints at most this often, and at the end
 log = logging.getLogger("optsearch")
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(figure, path: Path) -> Path:
-    """Write the figure as a PNG, all or nothing (a full disk leaves no half file), and free it."""
-    try:
-        figure.tight_layout()
-        temporary = path.with_name(f".{path.name}.partial")
-        try:
-            figure.savefig(temporary, dpi=DPI, format="png")
-            os.replace(temporary, path)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
-    finally:
-        _pyplot().close(figure)  # pyplot keeps every open figure alive
-    return path
 
 
 CLIP = 3.0  # scores are clipped to [-CLIP, CLIP] per task (proxy_tasks/scoring.py)
@@ -87,7 +62,7 @@ def _parity_and_clips(ax, xs: list[float], scores: list[float]) -> None:
 
 def progress_figure(events: list[dict], window: int, heading: str = "progress"):
     """Score of every evaluated candidate, best so far, median of the last `window`, held-out scores."""
-    plt = _pyplot()
+    plt = pyplot()
     scored = _scored(events)
     xs = list(range(1, len(scored) + 1))
     scores = [e["score"] for e in scored]
@@ -112,12 +87,12 @@ def progress_figure(events: list[dict], window: int, heading: str = "progress"):
 
 
 def progress(events: list[dict], window: int, path: Path, heading: str = "progress") -> Path:
-    return _save(progress_figure(events, window, heading), path)
+    return save(progress_figure(events, window, heading), path)
 
 
 def pareto_figure(events: list[dict], front_ids: set[int], heading: str = "Pareto front"):
     """Every candidate by complexity and score (size: state buffers), the hall of fame joined and labelled."""
-    plt = _pyplot()
+    plt = pyplot()
     scored = _scored(events)
     figure, ax = plt.subplots(figsize=(6, 4))
     ax.set_title(heading, fontsize=9)
@@ -171,35 +146,7 @@ def _text_box(annotation, renderer):
 
 
 def pareto(events: list[dict], front_ids: set[int], path: Path, heading: str = "Pareto front") -> Path:
-    return _save(pareto_figure(events, front_ids, heading), path)
-
-
-def curve_grid_figure(panels: dict[str, dict[str, list[float]]], heading: str = ""):
-    """One log-scale panel per title, one line per label (non-finite points are gaps)."""
-    plt = _pyplot()
-    columns = min(4, len(panels))
-    rows = math.ceil(len(panels) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.8 * columns, 2.9 * rows + (0.4 if heading else 0)),
-                                squeeze=False)
-    if heading:
-        figure.suptitle(heading, fontsize=9)
-    for ax, (name, lines) in zip(axes.flat, panels.items()):
-        for label, curve in lines.items():
-            values = [v if math.isfinite(v) and v > 0 else float("nan") for v in curve]
-            ax.plot(range(len(values)), values, label=label)
-        ax.set_yscale("log")
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("step (window)", fontsize=8)
-        ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
-    return figure
-
-
-def curve_grid(panels: dict[str, dict[str, list[float]]], path: Path, heading: str = "") -> Path | None:
-    if not panels:
-        return None
-    return _save(curve_grid_figure(panels, heading), path)
+    return save(pareto_figure(events, front_ids, heading), path)
 
 
 def loss_curve_panels(best: dict, baselines: dict[str, list[float]]) -> dict[str, dict[str, list[float]]]:

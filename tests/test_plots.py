@@ -44,7 +44,7 @@ def recorded(tmp_path_factory):
     """A behaviour search (serial), with the titles of the figures its plot writer saved."""
     folder = tmp_path_factory.mktemp("plots")
     saved = {}
-    original = plots._save
+    original = plots.save
 
     def capture(figure, path):
         saved[Path(path).name] = {"titles": [ax.get_title() for ax in figure.axes],
@@ -54,7 +54,7 @@ def recorded(tmp_path_factory):
     config = config_module.load("smoke", overrides=["evaluation.kind=behaviour", "workers.serial=true",
                                                     "stop.max_evals=16", "tracking.enabled=false"])
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(plots, "_save", capture)
+        patch.setattr(plots, "save", capture)
         run(config, run_dir=folder / "plotted", observers=[])
     return folder / "plotted", saved
 

@@ -20,12 +20,12 @@ import sys
 import time
 from pathlib import Path
 
+from proxy_tasks.figures import curve_grid
 from proxy_tasks.optimizers import OptimizerSpec, parse_optimizer
 from proxy_tasks.registry import select_tasks
 from proxy_tasks.scoring import BASELINE, BaselineCache, TaskScore, default_cache_path, tune_and_score
 from proxy_tasks.task import Task
 from proxy_tasks.tuning import TuningProtocol
-from search.plots import curve_grid
 
 
 @dataclasses.dataclass(frozen=True)
