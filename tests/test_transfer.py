@@ -33,12 +33,12 @@ def test_a_wider_longer_task_is_the_same_task_scaled():
 @pytest.fixture(scope="module")
 def stage(tmp_path_factory):
     config = config_module.load("smoke", overrides=[
-        "evaluation.full_tasks=char_lm", "evaluation.step_fraction=0.05", "evaluation.seeds=1",
-        "transfer.enabled=true", "transfer.tasks=char_lm", "transfer.steps_factor=2", "transfer.width_factor=2",
+        "evaluation.full_tasks=mlp", "evaluation.step_fraction=0.1", "evaluation.seeds=1",
+        "transfer.enabled=true", "transfer.tasks=mlp", "transfer.steps_factor=2", "transfer.width_factor=2",
         "tracking.enabled=false"])
     cache = BaselineCache(tmp_path_factory.mktemp("cache") / "baselines.json")
     stage = TransferStage(config, ALL, cache)
-    base_task, _ = stage.tasks["char_lm"]
+    base_task, _ = stage.tasks["mlp"]
     cache.baseline(base_task, stage.seeds, "cpu", stage.base_protocol)
     for name in stage.missing_baselines():
         entry = stage.baseline(name)
@@ -48,11 +48,11 @@ def stage(tmp_path_factory):
 
 def test_adamw_written_as_a_program_transfers_exactly_as_adamw(stage):
     """The AdamW program is torch's AdamW: the same carried rate, the same re-tune, a transfer score of 0."""
-    base_task, wide = stage.tasks["char_lm"]
+    base_task, wide = stage.tasks["mlp"]
     base = tune_and_score(base_task, OptimizerSpec.for_program(ADAMW), stage.seeds, stage.baselines,
                           protocol=stage.base_protocol)
-    result = stage.evaluate(ADAMW, {"char_lm": base.lr})
-    entry = result.tasks["char_lm"]
+    result = stage.evaluate(ADAMW, {"mlp": base.lr})
+    entry = result.tasks["mlp"]
     assert abs(entry["score"]) < 0.02, entry
     assert entry["carried_lr"] == pytest.approx(base.lr / 2)
     assert entry["steps"] == wide.steps and result.drift == pytest.approx(entry["drift"])
@@ -60,7 +60,7 @@ def test_adamw_written_as_a_program_transfers_exactly_as_adamw(stage):
 
 
 def test_a_matrix_rule_keeps_its_rate_and_a_missing_base_rate_is_an_error(stage):
-    result = stage.evaluate(MUON, {"char_lm": 0.05})
-    assert result.tasks["char_lm"]["carried_lr"] == 0.05
+    result = stage.evaluate(MUON, {"mlp": 0.05})
+    assert result.tasks["mlp"]["carried_lr"] == 0.05
     with pytest.raises(RuntimeError, match="no base-size rate"):
         stage.evaluate(MUON, {})

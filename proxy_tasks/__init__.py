@@ -1,0 +1,1 @@
+"""Proxy tasks: small training problems, tuning and scoring against tuned AdamW, and the bench."""
