@@ -104,11 +104,11 @@ def candidate_text(data: dict[str, Any]) -> str:
     lines = [f"run {data['run']} candidate #{data['id']}{origin}",
              f"  score {data['score']:+.3f} ({data['stage']}, {data['status']}){_later(data)}",
              *([f"  reason: {data['reason'].strip().splitlines()[-1]}"] if data["reason"].strip() else []),
-             f"  mutation {data['mutation']}; parent {'#' + str(data['parent']) if data['parent'] is not None else '-'};"
-             f" hash {data['structural_hash']}"]
+             f"  mutation {data['mutation']}; parent {_id(data['parent'])}; hash {data['structural_hash']}"]
     if data["tasks"]:
         lines.append("  task                     score        lr   eval loss")
-        lines += [f"  {t['task']:<22} {t['score']:+7.3f} {_g(t['lr']):>9} {_g(t['eval_loss']):>11}" for t in data["tasks"]]
+        lines += [f"  {t['task']:<22} {t['score']:+7.3f} {_g(t['lr']):>9} {_g(t['eval_loss']):>11}"
+                  for t in data["tasks"]]
     lines += ["  " + line for line in data["program_text"].splitlines()]
     return "\n".join(lines)
 
@@ -116,6 +116,10 @@ def candidate_text(data: dict[str, Any]) -> str:
 def _later(data: dict[str, Any]) -> str:
     return "".join(f", {label} {data[key]:+.3f}" for key, label in (("held_out", "held-out"), ("transfer", "transfer"))
                    if data[key] is not None)
+
+
+def _id(value) -> str:
+    return "-" if value is None else f"#{value}"
 
 
 def _g(value) -> str:

@@ -10,10 +10,8 @@ import csv
 import io
 import json
 import math
-import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 
@@ -42,8 +40,8 @@ def tracked(tmp_path_factory, baseline_cache):
     """A small proxy-task search (serial) tracked to a fresh SQLite store: (uri, run directory, events)."""
     folder = tmp_path_factory.mktemp("tracked")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    config = config_module.load("smoke", overrides=["workers.serial=true", f"evaluation.baseline_cache={baseline_cache}",
-                                                    "stop.max_evals=8"])
+    config = config_module.load("smoke", overrides=[
+        "workers.serial=true", f"evaluation.baseline_cache={baseline_cache}", "stop.max_evals=8"])
     run(config, run_dir=folder / "run", observers=[MlflowTracker(uri)])
     return uri, folder / "run", RunStore(folder / "run").read_events()
 
@@ -160,12 +158,13 @@ def chromium() -> str | None:
 def render(browser: str, url: str, *what: str) -> subprocess.CompletedProcess:
     """Load `url` in headless Chromium and dump its DOM (or whatever `what` asks for) once scripts have run."""
     with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                               "--disable-component-update", "--disable-sync", "--no-first-run",
+        return subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                               "--disable-background-networking", "--disable-component-update", "--disable-sync",
                                f"--user-data-dir={profile}", "--virtual-time-budget=15000", "--window-size=1400,900",
                                *(what or ("--dump-dom",)), url], capture_output=True, text=True, timeout=180)
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(chromium() is None, reason="Chromium is not installed (apt-get install chromium): the MLflow UI "
                                                 "is not rendered; the store itself is checked by the other tests")
 def test_the_mlflow_ui_opens_on_the_candidates_table_with_their_scores(tracked):

@@ -87,6 +87,7 @@ def stop_ui(process: subprocess.Popen, how=signal.SIGTERM) -> None:
             process.wait()
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads the process table from /proc")
 def test_ui_stops_its_mlflow_server_and_everything_it_started_on_sigterm(tmp_path):
     port = _free_port()
@@ -143,7 +144,8 @@ def test_show_as_table_json_and_csv(behaviour_run, capsys):
     assert "hall of fame" in table and "candidates evaluated 20 of 20" in table
     data = json.loads(_out(capsys, ["show", str(run_dir), "--format", "json"]))
     assert data["run"] == "run" and data["evaluated"] == 20
-    assert data["hall_of_fame"] and {"id", "score", "held_out", "complexity", "program_text"} <= set(data["hall_of_fame"][0])
+    assert data["hall_of_fame"]
+    assert {"id", "score", "held_out", "complexity", "program_text"} <= set(data["hall_of_fame"][0])
     rows = list(csv.DictReader(io.StringIO(_out(capsys, ["show", str(run_dir), "--format", "csv"]))))
     assert [int(r["id"]) for r in rows] == [m["id"] for m in data["hall_of_fame"]]
     assert rows[0]["run"] == "run" and float(rows[0]["score"]) == pytest.approx(data["hall_of_fame"][0]["score"])
