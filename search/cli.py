@@ -365,8 +365,7 @@ def _search_commands(commands) -> None:
 def _tracking_commands(commands) -> None:
     ui = commands.add_parser("ui", help="open the MLflow UI on the tracking store, on a search's candidates")
     ui.add_argument("--tracking-uri", default="", help="default: $MLFLOW_TRACKING_URI, else ./mlflow.db")
-    ui.add_argument("--experiment", default="", help="the experiment to open (default: the optsearch-* one "
-                                                     "updated last)")
+    ui.add_argument("--experiment", default="", help="the experiment to open (default: that of the latest search)")
     ui.add_argument("--host", default="127.0.0.1", help="the address the server listens on")
     ui.add_argument("--port", type=_port, default=5000)
     ui.add_argument("--no-browser", action="store_true", help="print the address, do not open a browser")

@@ -190,15 +190,21 @@ def view_url(server: str, experiment_id: str | None) -> str:
 
 
 def ui_experiment(client, name: str = ""):
-    """The experiment `optsearch ui` opens on: the named one, else the optsearch-* one updated last (or None)."""
+    """The experiment `optsearch ui` opens on: the named one, else the latest search's (or None)."""
     if name:
         found = client.get_experiment_by_name(name)
         if found is None:
             names = [e.name for e in client.search_experiments()]
             raise TrackingError(f"no experiment named {name!r}; experiments: {', '.join(names) or 'none'}")
         return found
-    ours = [e for e in client.search_experiments() if e.name.startswith("optsearch")]
-    return max(ours, key=lambda e: e.last_update_time or 0, default=None)
+    ours = {e.experiment_id: e for e in client.search_experiments() if e.name.startswith("optsearch")}
+    if not ours:
+        return None
+    latest = client.search_runs(list(ours), "tags.`optsearch.kind` = 'search'", max_results=1,
+                                order_by=["attributes.start_time DESC"])
+    if latest:
+        return ours[latest[0].info.experiment_id]
+    return max(ours.values(), key=lambda e: e.last_update_time or 0)
 
 
 class MlflowTracker(Observer):

@@ -80,6 +80,16 @@ def test_an_existing_experiment_gets_the_kind_and_the_view_where_they_are_missin
     assert c.get_experiment(mine).tags[tracking.VIEW_TAG] == "the user's own view"  # never replaced
 
 
+def test_ui_opens_the_experiment_of_the_latest_search(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    c = tracking.open_client(uri)
+    assert tracking.ui_view(uri) is None  # an empty store: MLflow's home page
+    searched = c.create_experiment("optsearch-smoke")
+    c.create_run(searched, start_time=2_000, tags={"optsearch.kind": "search"})
+    c.create_experiment("optsearch-newer-but-unused")
+    assert tracking.ui_view(uri) == searched
+
+
 def test_the_ui_url_opens_the_candidates_view():
     url = tracking.view_url("http://127.0.0.1:5000", "7")
     assert url == ("http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
