@@ -207,10 +207,13 @@ return u
 # initial I, and (I + eps I)^(-1/2) = I up to eps (it costs no memory). ASGO takes
 # the smaller side; this program takes the left one (for an (out, in) weight, the
 # output side). With beta2 = beta1 = 0 its direction is polar(G) at RMS 0.2.
+# ASGO's config decays by wd = 0.1 at lr 1e-2; here wd = 0, as in the other matrix
+# programs (Muon, PolarGrad, Shampoo): with the rate tuned (a normalised step is
+# tuned to lr ~ 1 on small problems) a fixed 0.1 would shrink w by lr wd a step.
 ONE_SIDED_SHAMPOO = parse("""
 program one_sided_shampoo
 state L: ROW = 0, R: COL = 1.0 * I, m: PARAM = 0
-const beta1 = 0.9, beta2 = 0.8, p = 2, eps = 1e-10, rms = 0.2, wd = 0.1
+const beta1 = 0.9, beta2 = 0.8, p = 2, eps = 1e-10, rms = 0.2, wd = 0
 m = interp(g, m; beta1)
 gl = gram_left(g)
 L = interp(gl, L; beta2)
