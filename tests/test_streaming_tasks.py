@@ -10,7 +10,7 @@ import torch
 
 from proxy_tasks.optimizers import parse_optimizer
 from proxy_tasks.registry import HELD_OUT, TASKS, TRAINING
-from proxy_tasks.runner import PoolTooSmallError, _stack, minibatch_indices, train
+from proxy_tasks.runner import PoolTooSmallError, _stack, minibatch_indices, train, train_grid
 
 STREAMING = sorted(name for name, task in TASKS.items() if task.streaming)
 NEW_TASKS = ["lora", "deep_linear", "gratings_cnn", "synthetic_lm", "mlp", "cnn", "char_lm"]
@@ -76,11 +76,15 @@ def test_stacked_seeds_get_the_batches_each_seed_gets_alone(name):
 
 @pytest.mark.parametrize("name", ["mlp", "lora", "deep_linear", "synthetic_lm"])
 def test_vmapped_streaming_seeds_train_as_they_do_alone(name):
+    """Seeds stacked (and rates x seeds, as tuning trains them) see each seed's own batches."""
     task, spec = short(name, steps=5), parse_optimizer("AdamW")
     together = train(task, spec, 1e-2, SEEDS, batched=True)
+    grid = train_grid(task, spec, (1e-3, 1e-2), SEEDS, batched=True)
     for seed, result in zip(SEEDS, together):
         (alone,) = train(task, spec, 1e-2, (seed,), batched=False)
         assert result.curve == pytest.approx(alone.curve, rel=1e-4, abs=1e-6)
+        (in_grid,) = [r for r in grid[1e-2] if r.seed == seed]
+        assert in_grid.curve == pytest.approx(alone.curve, rel=1e-4, abs=1e-6)
 
 
 def test_a_pool_too_small_for_the_run_is_a_clear_error():
