@@ -29,12 +29,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--budget", type=int, default=6000)
     parser.add_argument("--space", default="mechanics", choices=sorted(SPACES))
+    parser.add_argument("--set", action="append", default=[], help="a config override, e.g. evolution.plateau=300")
     args = parser.parse_args()
     overrides = ["evaluation.kind=behaviour", "evaluation.target=lion", "evolution.warm_start=adamw",
                  f"evolution.primitive_set={SPACES[args.space]}", "evolution.population=100",
                  "evolution.tournament=4", "evaluation.meta_every=0", "stop.target_score=-0.05",
                  f"stop.max_evals={args.budget}", "persistence.checkpoint_every=1000", "workers.serial=true",
-                 "tracking.enabled=false"]
+                 "tracking.enabled=false", *args.set]
     found = []
     print(f"space {args.space}, budget {args.budget}\n\n| seed | evaluations | found | distance | seconds |")
     print("|---:|---:|---|---:|---:|")

@@ -457,6 +457,31 @@ def equivalent(a: Program, b: Program, primitive_set: PrimitiveSet = ALL, steps:
     return True, ""
 
 
+def equivalent_up_to_constants(program: Program, template: Program, primitive_set: PrimitiveSet = ALL
+                               ) -> dict[str, float] | None:
+    """Values of `template`'s constants under which `program` computes what it does, or None.
+
+    A search finds a rule with constants of its own (Lion with beta2 = 0.987):
+    whether it is that rule is equivalence for some constants. Candidates for
+    each of the template's constants are the program's constants and their
+    complements (interp(g, m; b) is interp(m, g; 1 - b)); constants the
+    template does not need to match (a weight decay of 0) keep their values.
+    """
+    values = sorted({v for v in program.constant_values.values()} |
+                    {1.0 - v for v in program.constant_values.values()})
+    names = list(template.constant_values)
+    for combination in itertools.product(values + [None], repeat=len(names)):
+        chosen = {n: v for n, v in zip(names, combination) if v is not None}
+        try:
+            candidate = template.with_constants(**chosen)
+            validate(candidate, primitive_set)
+        except ProgramError:
+            continue
+        if equivalent(program, candidate, primitive_set, steps=20)[0]:
+            return candidate.constant_values
+    return None
+
+
 # ---------------------------------------------------------------------------
 # Front door
 

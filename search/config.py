@@ -33,6 +33,7 @@ class ConfigError(OptsearchError):
 
 
 STRATEGIES = ("evolution", "random", "constants")
+OPERATOR_NAMES = ("insert", "delete", "change_arg", "change_op", "perturb_const", "swap", "duplicate")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +47,15 @@ class EvolutionConfig:
     max_statements: int = 24
     max_state: int = 4  # state registers a program may carry (optimizer memory)
     max_attempts: int = 200  # re-mutations allowed to find a valid, structurally new child
-    plateau: int = 0  # restart from the best after this many evaluations without improvement (0: never)
+    plateau: int = 0  # restart after this many evaluations without improvement (0: never)
+    # What a restart keeps: "hall_of_fame" (its front, diverse in score, size and memory, and the
+    # best) or "best" (the best alone).
+    restart_from: str = "hall_of_fame"
+    # Probability of each further edit of a child after its first (search/mutation.py's make_child).
+    extra_edit: float = 0.0
+    # The mutation operators a child is made with (search/mutation.py), drawn uniformly; "duplicate"
+    # is there to be chosen (benchmarks/mechanics.py measured no gain from it on finding Lion).
+    operators: tuple[str, ...] = ("insert", "delete", "change_arg", "change_op", "perturb_const", "swap")
     # "evolution": tournament selection from the population; "random": the same mutations
     # applied to the warm starts, no selection; "constants": only constant perturbations of
     # the warm starts (a hyperparameter search at the same budget).
@@ -54,6 +63,13 @@ class EvolutionConfig:
 
     def check(self) -> None:
         _choice("evolution.strategy", self.strategy, STRATEGIES)
+        _choice("evolution.restart_from", self.restart_from, ("hall_of_fame", "best"))
+        unknown = set(self.operators) - set(OPERATOR_NAMES)
+        if unknown or not self.operators:
+            raise ConfigError(f"evolution.operators must name some of {', '.join(OPERATOR_NAMES)}; "
+                              f"got {', '.join(self.operators) or 'none'}")
+        if not 0.0 <= self.extra_edit < 1.0:
+            raise ConfigError(f"evolution.extra_edit must be in [0, 1), got {self.extra_edit}")
         _positive("evolution.population", self.population)
         _positive("evolution.tournament", self.tournament)
         _positive("evolution.max_statements", self.max_statements)

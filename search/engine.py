@@ -135,7 +135,7 @@ class Search:
         self.scheduler.queue_transfers()
         if self.state.plateau():
             best = self.state.population.best()
-            self.record(Restarted(seq=0, best=best.id, score=best.score))
+            self.record(Restarted(seq=0, best=best.id, score=best.score, members=self.state.restart_members()))
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -47,7 +47,7 @@ class Event:
 
 # Optional fields a deterministic search leaves out (wall-clock readings), so
 # that two such runs write the same bytes.
-_OMIT_IF_NONE = frozenset({"time", "seconds", "started", "finished", "warm_start", "drift"})
+_OMIT_IF_NONE = frozenset({"time", "seconds", "started", "finished", "warm_start", "drift", "members"})
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -133,6 +133,7 @@ class Restarted(Event):
 
     best: int
     score: float
+    members: list[int] | None = None  # the population it restarts from (None: the best alone)
     time: float | None = None
 
 

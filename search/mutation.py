@@ -8,6 +8,8 @@
                    (1 - beta for momentum coefficients; a zero moves from the
                    slot's default, e.g. a weight decay of 0)
     swap           exchange two statements
+    duplicate      copy a statement (its constants copied too) into a new register
+                   that a later use reads: the same behaviour, now free to diverge
 
 A mutation may produce an invalid program; `make_child` re-mutates until the
 child is valid, within the size limits, and structurally new, or gives up
@@ -29,7 +31,7 @@ from primitives.kinds import Kind, KindError
 from primitives.primitive import PrimitiveSet
 from primitives.program import INPUTS, Program, ProgramError, StateDecl, Statement, validate
 
-MUTATIONS = ("insert", "delete", "change_arg", "change_op", "perturb_const", "swap")
+MUTATIONS = ("insert", "delete", "change_arg", "change_op", "perturb_const", "swap", "duplicate")  # all of them
 # Probability that an inserted statement writes a new state register (a new
 # buffer, e.g. a second moment), when the program has room for one.
 NEW_STATE_PROBABILITY = 0.15
@@ -215,6 +217,40 @@ def perturb_const(program: Program, rng, primitive_set: PrimitiveSet, limits) ->
     return program.with_constants(**{name: new}), f"perturb_const: {name} {old:.6g} -> {new:.6g}"
 
 
+def duplicate(program: Program, rng, primitive_set, limits) -> tuple[Program, str]:
+    """Copy a statement, with its own copies of its constants, into a new register that one later use reads.
+
+    The copy is inserted before the original, so it reads the state as the
+    step began. It computes the same value, so the child behaves as its
+    parent (the behavioural cache scores it without training), but its
+    constants now move apart from the original's: Signum's `m = interp(g, m;
+    b); u = sign(m)` becomes `c = interp(g, m; b'); m = interp(g, m; b);
+    u = sign(c)`, which is Lion once b moves away from b'. A statement and
+    its first use, inserted as one edit: a sub-expression.
+    """
+    uses = [(i, j, a) for i, stmt in enumerate(program.body) for j in range(i + 1, len(program.body))
+            for a, arg in enumerate(program.body[j].args) if arg == stmt.out]
+    if not uses:
+        raise ProgramError("no statement whose value is used later")
+    i, j, a = _pick(rng, uses)
+    original = program.body[i]
+    names = _names(program)
+    out = _fresh("v", names)
+    consts = []
+    for name in original.consts:
+        copy = _fresh("c", names | set(consts))
+        consts.append(copy)
+        program = dataclasses.replace(program, constants=program.constants + ((copy, program.constant_values[name]),))
+    copy_stmt = Statement(out, original.op, original.args, tuple(consts))
+    body = list(program.body)
+    args = list(body[j].args)
+    args[a] = out
+    body[j] = dataclasses.replace(body[j], args=tuple(args))
+    body.insert(i, copy_stmt)
+    return dataclasses.replace(program, body=tuple(body)), \
+        f"duplicate: statement {i + 1} as `{copy_stmt.text()}`, read by statement {j + 2}"
+
+
 def swap(program: Program, rng, primitive_set, limits) -> tuple[Program, str]:
     if len(program.body) < 2:
         raise ProgramError("nothing to swap")
@@ -226,7 +262,7 @@ def swap(program: Program, rng, primitive_set, limits) -> tuple[Program, str]:
 
 OPERATORS: dict[str, Callable] = {
     "insert": insert, "delete": delete, "change_arg": change_arg,
-    "change_op": change_op, "perturb_const": perturb_const, "swap": swap,
+    "change_op": change_op, "perturb_const": perturb_const, "swap": swap, "duplicate": duplicate,
 }
 
 
@@ -249,14 +285,28 @@ def make_child(
     limits: Limits = Limits(),
     max_attempts: int = 200,
     operators: tuple[str, ...] = MUTATIONS,
+    extra_edit: float = 0.0,
 ) -> Child | None:
-    """Mutate until valid, within limits and structurally new; None after max_attempts."""
+    """Mutate until valid, within limits and structurally new; None after max_attempts.
+
+    extra_edit: the probability of each further edit on top of the first (the
+    number of edits is 1 + a geometric count, mean 1 / (1 - extra_edit)). Two
+    edits that only pay off together (a new statement and its first use, a
+    new momentum and its constant moved) then happen in one child, across a
+    valley that single edits must cross one worse child at a time.
+    """
     invalid = duplicates = 0
     for attempt in range(1, max_attempts + 1):
         try:
-            child, description = mutate(parent, rng, primitive_set, limits, operators)
-            validate(child, primitive_set)
+            child, descriptions = parent, []
+            while True:
+                child, description = mutate(child, rng, primitive_set, limits, operators)
+                validate(child, primitive_set)
+                descriptions.append(description)
+                if extra_edit <= 0.0 or rng.random() >= extra_edit:
+                    break
             pruned = prune(child)
+            description = " | ".join(descriptions)
         except (ProgramError, KindError):
             invalid += 1
             continue

@@ -26,7 +26,7 @@ from primitives.hashing import structural_hash
 from primitives.primitive import PrimitiveSet
 from primitives.program import Program
 from search.config import ConfigError, SearchConfig
-from search.mutation import MUTATIONS, Limits, make_child
+from search.mutation import Limits, make_child
 from search.state import SearchState
 
 # The random strategy's number of edits is 1 + Geometric: mean RANDOM_MEAN_EDITS, so
@@ -87,7 +87,7 @@ class Proposer:
         for _ in range(PARENT_TRIES):
             parent = state.population.select(self.rng, evolution.tournament)
             child = make_child(parent.program, self.rng, self.primitive_set, lambda h: not taken(h),
-                               self.limits, evolution.max_attempts)
+                               self.limits, evolution.max_attempts, evolution.operators, evolution.extra_edit)
             if child is None:
                 attempts += evolution.max_attempts
                 continue
@@ -100,7 +100,7 @@ class Proposer:
         evolution = self.config.evolution
         constants_only = self.strategy == "constants"
         starts = [w for w in self.warm if w[1].constants] if constants_only else self.warm
-        operators = ("perturb_const",) if constants_only else MUTATIONS
+        operators = ("perturb_const",) if constants_only else evolution.operators
         attempts = invalid = duplicates = 0
         for _ in range(PARENT_TRIES):
             name, program, _ = starts[int(self.rng.integers(len(starts)))]

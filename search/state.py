@@ -180,12 +180,22 @@ class SearchState:
             self._track_best(scored)
 
     def _restart(self, event: Restarted) -> None:
-        best = next((m for m in self.population.members if m.id == event.best), None)
-        if best is None:
-            raise StateError(f"restart from candidate {event.best}, which is not in the population")
-        self.population.reset([best])
+        known = {m.id: m for m in [*self.population.members, *self.hall_of_fame.members]}
+        ids = event.members if event.members is not None else [event.best]
+        missing = [i for i in ids if i not in known]
+        if missing:
+            raise StateError(f"restart from candidate(s) {missing}, in neither the population nor the hall of fame")
+        self.population.reset([known[i] for i in ids])
         self.since_improvement = 0
         self.counters.restarts += 1
+
+    def restart_members(self) -> list[int]:
+        """Who a plateau restart keeps: the best alone, or the hall of fame's front (and the best)."""
+        best = self.population.best()
+        if self.config.evolution.restart_from == "best":
+            return [best.id]
+        front = [m.id for m in reversed(self.hall_of_fame.ranked()) if m.id != best.id]
+        return front + [best.id]  # the best last: the youngest, the last to age out
 
     # ------------------------------------------------------------------ questions
 

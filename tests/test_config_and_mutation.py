@@ -131,3 +131,27 @@ def test_perturbation_keeps_momentum_constants_meaningful_and_moves_zeros():
     assert max(moved["beta2"]) > 0.99 > min(moved["beta2"])
     # Lion's weight decay of 0 can still grow into a real decay.
     assert moved["wd"] and all(v > 0 for v in moved["wd"])
+
+
+def test_duplicate_copies_a_statement_with_its_own_constants_and_keeps_the_behaviour():
+    """Signum's momentum, duplicated: the same updates, and a constant free to move (towards Lion)."""
+    from primitives.fingerprint import fingerprint
+    from primitives.known import SIGNUM
+    from search.mutation import duplicate
+
+    child, description = duplicate(SIGNUM, np.random.default_rng(0), ALL, Limits())
+    assert description.startswith("duplicate") and len(child.body) == len(SIGNUM.body) + 1
+    assert len(child.constants) == len(SIGNUM.constants) + 1
+    assert fingerprint(child) == fingerprint(SIGNUM)
+    copy = child.body[0]
+    assert copy.op == "interp" and copy.consts != SIGNUM.body[0].consts and child.body[-1].args == (copy.out,)
+
+
+def test_extra_edits_make_children_that_differ_by_several_edits():
+    from primitives.known import ADAMW
+
+    rng = np.random.default_rng(3)
+    several = [make_child(ADAMW, rng, ALL, lambda h: True, Limits(), extra_edit=0.7) for _ in range(40)]
+    assert any(c.mutation.count(" | ") >= 2 for c in several if c is not None)
+    single = [make_child(ADAMW, rng, ALL, lambda h: True, Limits()) for _ in range(40)]
+    assert all(" | " not in c.mutation for c in single if c is not None)

@@ -103,8 +103,22 @@ def test_a_plateau_restarts_from_the_best():
     state.apply(Restarted(seq=4, best=0, score=0.9))
     assert [m.id for m in state.population.members] == [0] and state.counters.restarts == 1
     assert not state.plateau()
-    with pytest.raises(StateError, match="not in the population"):
+    with pytest.raises(StateError, match="in neither the population nor the hall of fame"):
         state.apply(Restarted(seq=5, best=7, score=0.0))
+
+
+def test_a_plateau_restart_keeps_the_hall_of_fame_front_or_the_best_alone():
+    state = SearchState(config("evolution.plateau=1"), ALL)
+    state.apply(candidate(1, 0, program=LION, score=0.5))
+    state.apply(candidate(2, 1, program=SIGNUM, score=0.2))  # simpler: on the front too
+    state.apply(candidate(3, 2, program=ADAMW, score=0.1))  # dominated: not on the front
+    assert state.restart_members() == [1, 0]  # the front, the best last
+    state.apply(Restarted(seq=4, best=0, score=0.5, members=state.restart_members()))
+    assert [m.id for m in state.population.members] == [1, 0]
+    best_only = SearchState(config("evolution.plateau=1", "evolution.restart_from=best"), ALL)
+    best_only.apply(candidate(1, 0, program=LION, score=0.5))
+    best_only.apply(candidate(2, 1, program=SIGNUM, score=0.2))
+    assert best_only.restart_members() == [0]
 
 
 def test_events_must_follow_each_other_and_ids_are_recorded_once():
