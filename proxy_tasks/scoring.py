@@ -32,12 +32,17 @@ SCORE_CLIP = 3.0
 _UNUSED_AUX_LR = 1e-3
 
 
+# Every task's metric is a loss bounded below by 0 (or a gap to the optimum, f - f*); a value below
+# this floor is round-off at the optimum (f - f* in float32), and counts as the floor.
+LOSS_FLOOR = 1e-30
+
+
 def seed_score(baseline: float, candidate: float) -> float:
-    if not math.isfinite(candidate) or candidate < 0:
+    if not math.isfinite(candidate):
         return -SCORE_CLIP
     if not math.isfinite(baseline):
         return SCORE_CLIP
-    ratio = math.log(max(baseline, 1e-30) / max(candidate, 1e-30))
+    ratio = math.log(max(baseline, LOSS_FLOOR) / max(candidate, LOSS_FLOOR))
     return max(-SCORE_CLIP, min(SCORE_CLIP, ratio))
 
 

@@ -107,6 +107,8 @@ def test_seed_scores():
     assert seed_score(math.e, 1.0) == pytest.approx(1.0)
     assert seed_score(1.0, 1e-9) == 3.0 and seed_score(1e-9, 1.0) == -3.0
     assert seed_score(1.0, math.inf) == -3.0 and seed_score(1.0, math.nan) == -3.0
+    # A gap to the optimum a hair below 0 (f - f* in float32) is the optimum reached, not a failure.
+    assert seed_score(1e-3, -1e-7) == 3.0 and seed_score(-1e-7, -2e-7) == 0.0
     task = SHORT["quadratic"]
     run = lambda seed, loss: RunResult(seed, 0.1, loss, loss, (loss,), None, 0.0)  # noqa: E731
     scored = score_task(task, (run(0, 1.0), run(1, 0.5), run(2, math.inf)), (run(0, 1.0), run(1, 1.0), run(2, 1.0)), 0.1)
