@@ -53,7 +53,8 @@ class Result:
 
         return pandas.DataFrame([{
             "id": m.id, "score": m.score, "held_out": m.held_out, "transfer": m.transfer,
-            "complexity": m.complexity, "state_buffers": m.state_buffers, "stage": str(m.stage),
+            "complexity": m.complexity, "state_bytes": m.state_bytes, "state_buffers": m.state_buffers,
+            "stage": str(m.stage),
             "mutation": m.mutation, "program": m.program.text(),
         } for m in self.hall_of_fame])
 

@@ -58,7 +58,7 @@ def text(report: dict[str, Any]) -> str:
 
 
 FORMATS = ("table", "json", "csv")
-MEMBER_FIELDS = ("id", "score", "held_out", "transfer", "complexity", "state_buffers", "stage", "mutation",
+MEMBER_FIELDS = ("id", "score", "held_out", "transfer", "complexity", "state_bytes", "state_buffers", "stage", "mutation",
                  "structural_hash", "program_text")
 LEADERBOARD_FIELDS = ("rank", "score", "held_out", "transfer", "search", "candidate", "complexity", "state_buffers",
                       "hash", "name", "program")

@@ -142,7 +142,7 @@ VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
 VIEW_NAME = "optsearch: candidates by score"
 CANDIDATE_FILTER = "tags.`optsearch.kind` = 'candidate'"
 VIEW_COLUMNS = ("metrics.`score`", "metrics.`held_out_score`", "metrics.`transfer_score`", "tags.`optsearch.stage`",
-                "tags.`optsearch.status`", "metrics.`complexity`", "metrics.`state_buffers`",
+                "tags.`optsearch.status`", "metrics.`complexity`", "metrics.`state_bytes`", "metrics.`state_buffers`",
                 "tags.`optsearch.mutation`")
 RUN_NAME_COLUMN = "attributes.`Run Name`"
 
@@ -409,7 +409,8 @@ class MlflowTracker(Observer):
         run = self.client.create_run(self.experiment_id, run_name=run_name(event, formula), tags=tags,
                                      start_time=int(started * 1000) if started else None)
         timestamp = int(time.time() * 1000)
-        metrics = [Metric(k, float(event[k]), timestamp, 0) for k in ("score", "complexity", "state_buffers")]
+        metrics = [Metric(k, float(event[k]), timestamp, 0) for k in ("score", "complexity", "state_buffers")
+                   + (("state_bytes",) if "state_bytes" in event else ())]
         params = [Param("program_length", str(len(event["program"]["body"]))),
                   Param("state_buffers", str(event["state_buffers"])),
                   Param("complexity", str(event["complexity"]))]
