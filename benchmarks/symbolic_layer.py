@@ -1,24 +1,26 @@
-"""Throughput of the symbolic layer, per core, on the programs a search generates.
+"""What the symbolic layer costs, against what a candidate's training costs: is it worth making faster?
 
-    python benchmarks/symbolic_layer.py [--programs 3000] [--space elementwise|all] [--repeats 9]
+    python benchmarks/symbolic_layer.py [--programs 2000] [--space elementwise|all]
 
 A stream of programs is made the way the search makes them: children of a
 population seeded with the warm starts, by the search's own mutation
-operator. On that stream, side by side in one process (one thread):
+operator. Per program, on one thread:
 
   generation   make_child: mutate, validate, prune, hash, re-mutate until new
   symbolic     validate + prune + structural hash of a finished program
-  fingerprint  the behavioural fingerprint (runs the program on the probe) of
-               programs decoded from JSON, as a worker receives them, with
-               the probe's memory kept across the stream, as a search worker
-               keeps it (and, as the worker's jobs, decoding included); dealt
-               in turn to two workers' memories; and with a fresh memory for
-               every program
+  fingerprint  decode from JSON (as a worker receives it) and fingerprint (the
+               probe: a few steps through the interpreter)
+
+and, beside them, one candidate's cheap-tier evaluation (Lion as a program,
+the quickstart's protocol, baselines cached), so that the layer's cost per
+trained candidate reads as a share of the search's (the Lion search generated
+about ten valid programs per trained one: 89% cache hits).
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 
 import numpy as np
@@ -26,9 +28,8 @@ import torch
 
 from primitives.analysis import prune
 from primitives.fingerprint import fingerprint
-from primitives.probe import PROBE_BATCH, PROBE_OPTIONS, PROBE_STEPS, ProbeMemo
 from primitives.hashing import structural_hash
-from primitives.known import KNOWN_PROGRAMS
+from primitives.known import KNOWN_PROGRAMS, LION
 from primitives.library import PRIMITIVE_SETS
 from primitives.program import validate
 from primitives.serialize import from_dict, to_dict
@@ -36,6 +37,7 @@ from search.mutation import Limits, make_child
 
 WARM_STARTS = {"elementwise": ["adamw", "lion", "signum", "rmsprop", "sgd_momentum"],
                "all": ["adamw", "lion", "muon", "polargrad", "shampoo", "adafactor"]}
+GENERATED_PER_TRAINED = 10  # the Lion search's ratio (89% cache hits)
 
 
 def stream(space: str, count: int, seed: int = 0):
@@ -60,88 +62,59 @@ def stream(space: str, count: int, seed: int = 0):
     return children, time.perf_counter() - start, attempts
 
 
+def per_program(fn, items) -> float:
+    start = time.perf_counter()
+    for item in items:
+        fn(item)
+    return (time.perf_counter() - start) / len(items)
+
+
+def cheap_tier_seconds(space: str) -> float:
+    from search import config as config_module
+    from search.evaluation import ProxyTaskEvaluator
+    from search.records import JobKind
+
+    with tempfile.TemporaryDirectory() as folder:
+        config = config_module.load("quickstart", overrides=[f"evaluation.baseline_cache={folder}/b.json"])
+        evaluator = ProxyTaskEvaluator(config, PRIMITIVE_SETS[space], f"{folder}/b.json")
+        for task in evaluator.stages[JobKind.CHEAP]:
+            evaluator.baselines.baseline(task, evaluator.seeds, "cpu", evaluator.protocol)
+        evaluator.evaluate(LION, JobKind.CHEAP)  # first-call costs
+        start = time.perf_counter()
+        evaluator.evaluate(LION, JobKind.CHEAP)
+        return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--programs", type=int, default=3000)
+    parser.add_argument("--programs", type=int, default=2000)
     parser.add_argument("--space", default="elementwise", choices=sorted(WARM_STARTS))
-    parser.add_argument("--fingerprints", type=int, default=500)
-    parser.add_argument("--repeats", type=int, default=9, help="passes over the stream (median kept)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     primitive_set = PRIMITIVE_SETS[args.space]
-
     children, generation_seconds, attempts = stream(args.space, args.programs)
-    sizes = [len(p.body) for p in children]
+    payloads = [to_dict(p) for p in children]
 
-    # Microseconds a program, so the pass is timed several times and the median
-    # kept: on a shared machine one pass can run 20% slow.
-    passes = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        for program in children:
-            validate(program, primitive_set)
-            structural_hash(prune(program), primitive_set, pruned=True)
-        passes.append(time.perf_counter() - start)
-    symbolic_seconds = float(np.median(passes))
+    def symbolic(program):
+        validate(program, primitive_set)
+        structural_hash(prune(program), primitive_set, pruned=True)
 
-    # A worker fingerprints a program decoded from its JSON job: statements are new objects, not the
-    # parent's (nothing may ride on object identity). Decoding is the job's cost, not the fingerprint's.
-    sample = [from_dict(to_dict(program), primitive_set) for program in children[: args.fingerprints]]
+    def fingerprinted(payload):
+        fingerprint(from_dict(payload, primitive_set), primitive_set=primitive_set)
 
-    def fresh() -> ProbeMemo:
-        return ProbeMemo(primitive_set, PROBE_OPTIONS, PROBE_STEPS, PROBE_BATCH, 0.0)
-
-    def fingerprint_pass(workers: int | None) -> tuple[float, float]:
-        """(seconds for the sample, share of statements found), every program new to the memories.
-
-        workers: the sample dealt in turn to this many memories (a search's
-        workers each keep one; a child's parent was often fingerprinted by
-        another), or None: a fresh memory for every program.
-        """
-        memories = [fresh() for _ in range(workers or 1)]
-        start = time.perf_counter()
-        for k, program in enumerate(sample):
-            memo = memories[k % workers] if workers else fresh()
-            fingerprint(program, primitive_set=primitive_set, memo=memo)
-        seconds = time.perf_counter() - start
-        if not workers:
-            return seconds, 0.0
-        return seconds, 1 - sum(m.statements_run for m in memories) / sum(m.statements_seen for m in memories)
-
-    def job_pass() -> float:
-        """Seconds for the sample as one worker's fingerprint jobs: decode (which validates), fingerprint."""
-        payloads = [to_dict(program) for program in sample]
-        memo = fresh()
-        start = time.perf_counter()
-        for payload in payloads:
-            fingerprint(from_dict(payload, primitive_set), primitive_set=primitive_set, memo=memo, validated=True)
-        return time.perf_counter() - start
-
-    def memory_row(label: str, workers: int | None) -> tuple[str, list[float]]:
-        results = [fingerprint_pass(workers) for _ in range(args.repeats)]
-        if workers:
-            label += f" ({100 * results[-1][1]:.0f}% of statements found)"
-        return label, [seconds for seconds, _ in results]
-
-    rows = [memory_row("memory kept across the stream, as one worker keeps it", 1),
-            ("one worker's jobs, decoding included (from_dict validates; the fingerprint does not again)",
-             [job_pass() for _ in range(args.repeats)]),
-            memory_row("the stream dealt to 2 workers' memories in turn", 2),
-            memory_row("fresh memory for each program", None)]
-
-    print(f"space {args.space}: {len(children)} children, {np.mean(sizes):.1f} statements on average "
-          f"(max {max(sizes)}), {attempts / len(children):.2f} mutations tried per child; torch "
-          f"{torch.__version__}, 1 thread\n")
-    print("| stage | programs / s / core |\n|---|---:|")
-    print(f"| generation (make_child: mutate until valid and new) | {len(children) / generation_seconds:,.0f} |")
-    print(f"| mutations tried (each validated, pruned, hashed) | {attempts / generation_seconds:,.0f} |")
-    print(f"| validate + prune + structural hash (median of {args.repeats} passes; "
-          f"fastest {len(children) / min(passes):,.0f}, slowest {len(children) / max(passes):,.0f}) | "
-          f"{len(children) / symbolic_seconds:,.0f} |")
-    for label, seconds in rows:
-        print(f"| behavioural fingerprint, {label} (median of {args.repeats} passes; fastest "
-              f"{len(sample) / min(seconds):,.0f}, slowest {len(sample) / max(seconds):,.0f}) | "
-              f"{len(sample) / float(np.median(seconds)):,.0f} |")
+    rows = {"generation (make_child, per new child)": generation_seconds / len(children),
+            "symbolic (validate, prune, hash)": per_program(symbolic, children),
+            "fingerprint (decode, probe, hash)": per_program(fingerprinted, payloads)}
+    candidate = cheap_tier_seconds(args.space)
+    per_trained = GENERATED_PER_TRAINED * sum(rows.values())
+    print(f"space {args.space}, {len(children)} programs ({attempts / len(children):.1f} mutations tried per "
+          f"new child), one thread\n")
+    print("| work | ms per program |\n|---|---:|")
+    for label, seconds in rows.items():
+        print(f"| {label} | {seconds * 1e3:.2f} |")
+    print(f"| **one candidate's cheap tier (Lion, quickstart protocol)** | **{candidate * 1e3:,.0f}** |")
+    print(f"\nper trained candidate, {GENERATED_PER_TRAINED} programs generated and fingerprinted: "
+          f"{per_trained * 1e3:.1f} ms, {100 * per_trained / candidate:.2f}% of its cheap tier alone")
 
 
 if __name__ == "__main__":
