@@ -25,7 +25,7 @@ from primitives.known import LION
 from proxy_tasks.optimizers import OptimizerSpec, parse_optimizer
 from proxy_tasks.registry import select_tasks
 from proxy_tasks.runner import train
-from proxy_tasks.scoring import BaselineCache, evaluate
+from proxy_tasks.scoring import BaselineCache, tune_and_score
 
 SEEDS = (0, 1, 2)
 
@@ -67,7 +67,7 @@ def main() -> None:
         totals = {"cheap tier (tier 0)": 0.0, "full suite": 0.0}
         for task in tasks:
             cache.baseline(task, SEEDS)  # baselines are computed once, outside the candidate's cost
-            seconds = timed(lambda: evaluate(task, candidate, SEEDS, cache))
+            seconds = timed(lambda: tune_and_score(task, candidate, SEEDS, cache))
             print(f"| {task.name} | {task.tier} | {seconds:.1f} |")
             if not task.held_out:
                 totals["full suite"] += seconds
