@@ -103,8 +103,8 @@ class HeldOutRequested(Event):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class HeldOutScored(Event):
-    TYPE: ClassVar[str] = "held_out"
+class Scored(Event):
+    """A score measured after a candidate's record: on the held-out tasks, or at the transfer scale."""
 
     id: int
     score: float
@@ -115,16 +115,15 @@ class HeldOutScored(Event):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class TransferScored(Event):
+class HeldOutScored(Scored):
+    TYPE: ClassVar[str] = "held_out"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TransferScored(Scored):
     TYPE: ClassVar[str] = "transfer"
 
-    id: int
-    score: float
-    status: Status
-    tasks: dict[str, dict[str, Any]]
-    reason: str = ""
     drift: float | None = None  # median |log10| of re-tuned lr over the µP-carried lr
-    time: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
