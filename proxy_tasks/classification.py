@@ -213,11 +213,17 @@ class DigitsCNN(Task):
     minibatch_keys: ClassVar[tuple[str, ...]] = ("x", "p")
     streaming: ClassVar[bool] = True
     vmap_seeds: ClassVar[bool] = False  # vmapped convolutions ran slower than a loop
+    width_fields: ClassVar[tuple[str, ...]] = ("channels",)  # the student's and its teacher's
     steps: int = 100
     batch_size: int | None = 512
     channels: tuple[int, int] = (8, 16)
     sharpness: float = 6.0
     pool: int = 51_200
+
+    def scaled(self, steps_factor: int, width_factor: int) -> DigitsCNN:
+        """More channels in each layer (student and teacher) and longer, the pool grown with the steps."""
+        return dataclasses.replace(self, steps=self.steps * steps_factor, pool=self.pool * steps_factor,
+                                   channels=tuple(c * width_factor for c in self.channels))
 
     def data(self, seed):
         return _cnn_stream(self.pool, self.channels, self.sharpness, seed)
