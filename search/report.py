@@ -88,15 +88,24 @@ def candidate(run_dir: str | Path, candidate_id: int, primitive_set_name: str | 
         raise NoCandidate(f"no candidate {candidate_id} in {run_dir} (candidates: {_ranges(sorted(by_id)) or 'none'})")
     event = by_id[candidate_id]
     scored = by_id.get(event["same_as"], event) if event["type"] == "cache_hit" else event
-    later = {(e["type"], e["id"]): e["score"] for e in events if e["type"] in ("held_out", "transfer")}
+    later = {(e["type"], e["id"]): e for e in events if e["type"] in ("held_out", "transfer")}
+    held_out, transfer = later.get(("held_out", scored["id"]), {}), later.get(("transfer", scored["id"]), {})
     return {"run": recorded.run_id, "id": candidate_id, "same_as": event.get("same_as"), "score": event["score"],
-            "held_out": later.get(("held_out", scored["id"])), "transfer": later.get(("transfer", scored["id"])),
+            "held_out": held_out.get("score"), "transfer": transfer.get("score"),
             "stage": event["stage"], "status": scored.get("status", ""), "reason": scored.get("reason", ""),
             "mutation": event["mutation"], "parent": event["parent"], "structural_hash": event["structural_hash"],
             "program_text": from_dict(event["program"], recorded.primitive_set).text(), "program": event["program"],
             "tasks": [{"task": task, "score": entry.get("score"), "lr": entry.get("lr"),
                        "train_loss": entry.get("train_loss"), "eval_loss": entry.get("eval_loss")}
-                      for task, entry in scored.get("tasks", {}).items()]}
+                      for task, entry in scored.get("tasks", {}).items()],
+            # Per task of the later stages; a transfer row adds the muP-carried rate and how far tuning moved it.
+            "held_out_tasks": [{"task": task, "score": entry.get("score"), "lr": entry.get("lr"),
+                                "eval_loss": entry.get("eval_loss")}
+                               for task, entry in held_out.get("tasks", {}).items()],
+            "transfer_tasks": [{"task": task, "score": entry.get("score"), "lr": entry.get("lr"),
+                                "carried_lr": entry.get("carried_lr"), "drift": entry.get("drift"),
+                                "steps": entry.get("steps"), "width_factor": entry.get("width_factor")}
+                               for task, entry in transfer.get("tasks", {}).items()]}
 
 
 def candidate_text(data: dict[str, Any]) -> str:
@@ -107,8 +116,16 @@ def candidate_text(data: dict[str, Any]) -> str:
              f"  mutation {data['mutation']}; parent {_id(data['parent'])}; hash {data['structural_hash']}"]
     if data["tasks"]:
         lines.append("  task                     score        lr   eval loss")
-        lines += [f"  {t['task']:<22} {t['score']:+7.3f} {_g(t['lr']):>9} {_g(t['eval_loss']):>11}"
+        lines += [f"  {t['task']:<22} {_signed(t['score']):>7} {_g(t['lr']):>9} {_g(t['eval_loss']):>11}"
                   for t in data["tasks"]]
+    if data["held_out_tasks"]:
+        lines.append("  held-out task            score        lr   eval loss")
+        lines += [f"  {t['task']:<22} {_signed(t['score']):>7} {_g(t['lr']):>9} {_g(t['eval_loss']):>11}"
+                  for t in data["held_out_tasks"]]
+    if data["transfer_tasks"]:
+        lines.append("  transfer task            score        lr  carried lr  drift (decades)")
+        lines += [f"  {_scaled_name(t):<22} {_signed(t['score']):>7} {_g(t['lr']):>9} {_g(t['carried_lr']):>11} "
+                  f"{_g(t['drift']):>8}" for t in data["transfer_tasks"]]
     lines += ["  " + line for line in data["program_text"].splitlines()]
     return "\n".join(lines)
 
@@ -116,6 +133,12 @@ def candidate_text(data: dict[str, Any]) -> str:
 def _later(data: dict[str, Any]) -> str:
     return "".join(f", {label} {data[key]:+.3f}" for key, label in (("held_out", "held-out"), ("transfer", "transfer"))
                    if data[key] is not None)
+
+
+def _scaled_name(row: dict[str, Any]) -> str:
+    if row["steps"] is None or row["width_factor"] is None:
+        return row["task"]
+    return f"{row['task']} ({row['steps']} steps, {row['width_factor']}x)"
 
 
 def _id(value) -> str:

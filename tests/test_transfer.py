@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -64,3 +65,47 @@ def test_a_matrix_rule_keeps_its_rate_and_a_missing_base_rate_is_an_error(stage)
     assert result.tasks["mlp"]["carried_lr"] == 0.05
     with pytest.raises(RuntimeError, match="no base-size rate"):
         stage.evaluate(MUON, {})
+
+
+@pytest.mark.e2e
+def test_a_search_records_transfer_scores_in_events_mlflow_and_show(tmp_path, baseline_cache, capsys):
+    """Every full-suite candidate over the hurdle gets a transfer score, and all three records agree on it."""
+    from mlflow.tracking import MlflowClient
+
+    from search.cli import main
+    from search.engine import run
+    from search.run_store import RunStore
+    from search.tracking import MlflowTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = config_module.load("smoke", overrides=[
+        "workers.serial=true", f"evaluation.baseline_cache={baseline_cache}", "evaluation.full_tasks=quadratic,mlp",
+        "evaluation.step_fraction=0.1", "transfer.enabled=true", "transfer.tasks=mlp", "transfer.steps_factor=2",
+        "transfer.width_factor=2", "transfer.hurdle=-3.0", "stop.max_evals=5"])
+    run(config, run_dir=tmp_path / "run", observers=[MlflowTracker(uri)])
+    events = RunStore(tmp_path / "run").read_events()
+    full = {e["id"] for e in events if e["type"] == "candidate" and e["stage"] == "full" and e["status"] == "ok"}
+    transfers = {e["id"]: e for e in events if e["type"] == "transfer"}
+    assert full and set(transfers) == full  # the hurdle of -3 passes every full-suite candidate that trained
+    for event in transfers.values():
+        entry = event["tasks"]["mlp"]
+        assert entry["width_factor"] == 2 and entry["steps"] == 2 * shortened(get_task("mlp"), 0.1).steps
+        assert math.isfinite(event["score"]) and entry["drift"] >= 0
+
+    mlflow = MlflowClient(tracking_uri=uri)
+    experiment = mlflow.get_experiment_by_name("optsearch-smoke").experiment_id
+    children = {int(r.data.tags["optsearch.candidate_id"]): r for r in mlflow.search_runs([experiment])
+                if r.data.tags.get("optsearch.kind") == "candidate"}
+    for candidate_id, event in transfers.items():
+        assert children[candidate_id].data.metrics["transfer_score"] == pytest.approx(event["score"])
+        assert children[candidate_id].data.metrics["transfer_score.mlp"] == pytest.approx(event["score"])
+
+    shown_id, shown = next(iter(transfers.items()))
+    assert main(["show", str(tmp_path / "run"), str(shown_id)]) == 0
+    text = capsys.readouterr().out
+    assert f"transfer {shown['score']:+.3f}" in text
+    assert f"mlp ({shown['tasks']['mlp']['steps']} steps, 2x)" in text
+    assert main(["show", str(tmp_path / "run"), "--format", "json"]) == 0
+    hall = json.loads(capsys.readouterr().out)["hall_of_fame"]
+    assert any(member["transfer"] == pytest.approx(transfers[member["id"]]["score"])
+               for member in hall if member["id"] in transfers)
