@@ -189,9 +189,10 @@ def test_run_dir_is_never_overwritten(tmp_path):
 @pytest.mark.e2e
 def test_resume_raises_the_budget_and_continues_the_same_search(tmp_path):
     run(behaviour_config("stop.max_evals=40"), run_dir=tmp_path / "a")
-    result = resume(tmp_path / "a", ["stop.max_evals=60"])
+    (tmp_path / "a").rename(tmp_path / "moved")  # a run directory may be renamed or moved between runs
+    result = resume(tmp_path / "moved", ["stop.max_evals=60"])
     assert result.counters.evaluated == 60
-    ids = [e["id"] for e in candidates(tmp_path / "a")]
+    ids = [e["id"] for e in candidates(tmp_path / "moved")]
     assert len(ids) == len(set(ids)) == 60
 
 
