@@ -18,7 +18,7 @@ from typing import Any
 from primitives.errors import OptsearchError
 from search import replay
 from search.display import hall_of_fame_text
-from search.records import FAILED
+from search.records import FAILED, finite_number
 
 
 def summary(run_dir: str | Path, primitive_set_name: str | None = None) -> dict[str, Any]:
@@ -146,7 +146,8 @@ def _id(value) -> str:
 
 
 def _g(value) -> str:
-    return "-" if value is None else f"{value:.3g}"
+    """A recorded number, or "-" where there is none (or an event file was edited to hold something else)."""
+    return f"{value:.3g}" if finite_number(value) else "-"
 
 
 def leaderboard_text(rows: list[dict[str, Any]]) -> str:
