@@ -301,12 +301,22 @@ def _rotate(x: Tensor, bases: list[Tensor | None], into: bool) -> Tensor:
 
 
 def _accumulate_factors(factors: list[Tensor | None], grad: Tensor, beta: float) -> None:
-    """F_k = beta F_k + (1 - beta) (G contracted with itself over every dimension but k)."""
+    """F_k = beta F_k + (1 - beta) (G contracted with itself over every dimension but k).
+
+    The same floating-point operations as upstream's update_preconditioner (an
+    outer product for a 1-D tensor, tensordot otherwise): a rank-deficient
+    factor's null-space basis is decided by round-off, so only the same
+    operations give the same basis as upstream there.
+    """
+    if grad.ndim == 1:
+        if factors[0] is not None:
+            factors[0].lerp_(grad.unsqueeze(1) @ grad.unsqueeze(0), 1 - beta)
+        return
     dims = range(grad.ndim)
     for k, factor in enumerate(factors):
         if factor is not None:
             others = [d for d in dims if d != k]
-            factor.lerp_(torch.tensordot(grad, grad, dims=(others, others)), 1 - beta)
+            factor.lerp_(torch.tensordot(grad, grad, dims=[others] * 2), 1 - beta)
 
 
 def _decomposition_dtype(t: Tensor) -> torch.dtype:
@@ -335,9 +345,9 @@ def _refresh_eigenbases(
             continue
         dtype = _decomposition_dtype(factor)
         F, Q = factor.to(dtype), Q.to(dtype)
-        FQ = F @ Q
-        rayleigh = (Q * FQ).sum(0)  # diag(Q^T F Q), the estimated eigenvalues
+        # upstream's get_orthogonal_matrix_QR, operation for operation (see _accumulate_factors)
+        rayleigh = torch.diag(Q.T @ F @ Q)  # the estimated eigenvalues
         order = torch.argsort(rayleigh, descending=True)
         exp_avg_sq = exp_avg_sq.index_select(k, order)
-        new_bases.append(torch.linalg.qr(FQ[:, order]).Q.to(factor.dtype))
+        new_bases.append(torch.linalg.qr(F @ Q[:, order]).Q.to(factor.dtype))
     return new_bases, exp_avg_sq
