@@ -125,6 +125,18 @@ ROUTING_DEFAULTS = {
 }
 
 
+def routing_keywords(owner: str, routing: dict, own: tuple[str, ...] = ()) -> dict:
+    """The routing keywords a constructor's **routing caught; an unknown one is a TypeError, as in torch.optim.
+
+    A misspelt or foreign keyword (weight_decay to a rule without decay) would otherwise sit unused
+    in every param group and change nothing, silently. `own`: group keys the subclass itself passes.
+    """
+    for key in routing:
+        if key not in ROUTING_DEFAULTS and key not in own:
+            raise TypeError(f"{owner}.__init__() got an unexpected keyword argument {key!r}")
+    return routing
+
+
 def adamw_update(p: Tensor, state: dict, lr: float, betas: tuple[float, float], eps: float, weight_decay: float) -> None:
     """One AdamW step (KellerJordan/Muon's auxiliary Adam, decoupled decay first)."""
     grad = p.grad

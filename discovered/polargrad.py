@@ -27,7 +27,15 @@ from __future__ import annotations
 
 import torch
 
-from discovered._contract import NS_DTYPES, MatrixOptimizer, check_beta, check_choice, check_positive_int, matrix_view
+from discovered._contract import (
+    NS_DTYPES,
+    MatrixOptimizer,
+    check_beta,
+    check_choice,
+    check_positive_int,
+    matrix_view,
+    routing_keywords,
+)
 from primitives.polar import POLARGRAD_NS_COEFFICIENTS, newton_schulz, polar_express, polar_svd, polar_vector
 from primitives.qdwh import qdwh
 
@@ -84,7 +92,7 @@ class PolarGrad(MatrixOptimizer):
             "weight_decay": weight_decay,
             "ns_dtype": ns_dtype,
         }
-        super().__init__(params, {**defaults, **routing})
+        super().__init__(params, {**defaults, **routing_keywords(type(self).__name__, routing)})
 
     def _check_rule(self, group: dict) -> None:
         check_beta("momentum", group["momentum"])

@@ -40,6 +40,8 @@ class ProgramOptimizer(RuleOptimizer):
         batch_dims: see discovered._contract.MatrixOptimizer.
     """
 
+    GROUP_KEYS = ("constants",)
+
     def __init__(
         self,
         params,

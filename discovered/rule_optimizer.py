@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from discovered._contract import NS_DTYPES, MatrixOptimizer, check_choice, matrix_view
+from discovered._contract import NS_DTYPES, MatrixOptimizer, check_choice, matrix_view, routing_keywords
 from primitives.kinds import Kind, Layout, initial_value
 from primitives.polar import BACKENDS
 from primitives.primitive import ExecutionOptions
@@ -87,6 +87,7 @@ class RuleOptimizer(MatrixOptimizer):
     CONSTANTS: ClassVar[dict[str, Constant]] = {}
     ELEMENTWISE: ClassVar[bool] = True
     POLAR: ClassVar[bool] = False
+    GROUP_KEYS: ClassVar[tuple[str, ...]] = ()  # group keys a subclass passes besides routing (ProgramOptimizer's)
     matrix_update: ClassVar[Callable[..., tuple[Tensor, tuple[Tensor, ...]]] | None] = None
     vector_update: ClassVar[Callable[..., tuple[Tensor, tuple[Tensor, ...]]] | None] = None
 
@@ -100,7 +101,7 @@ class RuleOptimizer(MatrixOptimizer):
                              f"{', '.join(defaults) or 'none'})")
         polar = {"polar_backend": polar_backend, "polar_steps": polar_steps, "polar_dtype": polar_dtype}
         super().__init__(params, {"lr": lr, **defaults, **(rule_constants or {}), **(polar if self.POLAR else {}),
-                                  **routing})
+                                  **routing_keywords(type(self).__name__, routing, self.GROUP_KEYS)})
 
     # ------------------------------------------------------------------ checks and routing
 

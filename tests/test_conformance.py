@@ -224,3 +224,11 @@ def test_routing(info):
     # elementwise, and move each coordinate against its gradient.
     assert "exp_avg_sq" not in opt.state[vector]
     assert torch.equal(torch.sign(before - vector), torch.sign(vector.grad))
+
+
+@pytest.mark.parametrize("info", INFOS, ids=IDS)
+def test_unknown_keywords_raise_type_error(info):
+    """As torch.optim does: a misspelt or foreign keyword (weight_decay to a rule without decay) is no silent no-op."""
+    for keyword in ("no_such_keyword", "weight_dacay"):
+        with pytest.raises(TypeError, match=f"unexpected keyword argument '{keyword}'"):
+            info.make([torch.nn.Parameter(torch.zeros(3, 3))], **{keyword: 0.1})

@@ -144,7 +144,7 @@ CHECKS = [conformance.test_state_dict_round_trip_is_bit_exact, conformance.test_
           conformance.test_param_groups_keep_their_own_settings, conformance.test_parameters_without_grad_are_skipped,
           conformance.test_gradients_are_never_written_into, conformance.test_sparse_gradients_are_refused,
           conformance.test_lr_schedulers_drive_the_step, conformance.test_zero_gradients_give_no_nan,
-          conformance.test_loss_falls_on_a_small_problem]
+          conformance.test_loss_falls_on_a_small_problem, conformance.test_unknown_keywords_raise_type_error]
 
 
 @pytest.mark.parametrize("name", ["AdamWProgram", "LionProgram", "MuonProgram"])
@@ -158,6 +158,8 @@ def test_exported_modules_pass_the_conformance_suite(exported, name):
         check(info)
     with pytest.raises(ValueError, match="Invalid"):
         cls([torch.nn.Parameter(torch.zeros(2, 2))], **({"beta": 3.0} if matrix else {"beta1": 2.5}))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'weight_decay'"):  # its decay is `wd`
+        cls([torch.nn.Parameter(torch.zeros(2, 2))], weight_decay=0.1)
     if matrix:
         conformance.test_batch_dims_update_each_copy_as_if_alone(info)
         conformance.test_routing(info)
