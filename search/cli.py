@@ -132,6 +132,14 @@ def _resume(args: argparse.Namespace, overrides: list[str]) -> int:
     from search import engine, replay
 
     flags = [f"stop.max_evals={args.max_evals}"] if args.max_evals is not None else []
+    if args.primitive_set is not None:  # the user names the plugin: only then is it imported (replay.load)
+        from search.run_store import RunStore
+
+        _, saved = replay.read_config(RunStore(args.run_dir))
+        if saved.evolution.primitive_set != args.primitive_set:
+            raise CommandError(f"the run used primitive set {saved.evolution.primitive_set!r}, "
+                               f"not {args.primitive_set!r}")
+        flags.append(f"evolution.primitive_set={args.primitive_set}")
     if args.dry_run:  # check the run directory as resume would, change nothing
         recorded = replay.load(args.run_dir, flags + overrides)
         c = recorded.state.counters
@@ -347,6 +355,8 @@ def _search_commands(commands) -> None:
     resume.add_argument("run_dir", metavar="RUN_DIR")
     resume.add_argument("--max-evals", type=int, default=None, help="raise the budget")
     resume.add_argument("--dry-run", action="store_true", help="check the run directory as resume would, and exit")
+    resume.add_argument("--primitive-set", default=None,
+                        help="import this plugin primitive set, the one the run used (never done otherwise)")
     resume.add_argument("--log-every", type=_positive_int, default=10,
                         help="off a terminal, print a progress line every N evaluations")
     resume.set_defaults(handler=_resume, takes_overrides=True)

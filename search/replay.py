@@ -52,11 +52,14 @@ def read_config(store: RunStore, overrides: list[str] | None = None) -> tuple[st
 
 
 def load(run_dir: str | Path, overrides: list[str] | None = None, primitive_set_name: str | None = None,
-         trusted: bool = True, repair: bool = False) -> RecordedRun:
+         trusted: bool = False, repair: bool = False) -> RecordedRun:
     """A run directory read back and checked (see the module docstring).
 
-    trusted: the primitive set named in config.json may be imported (resume);
-    readers pass False and, to use a plugin set, its name as primitive_set_name.
+    A plugin primitive set is imported only when its name came from the user, not from
+    the run directory: primitive_set_name (`--primitive-set`), or an override that sets
+    evolution.primitive_set. A config.json received with a run could otherwise name any
+    importable module ("this:X", a module planted beside it) and run it, --dry-run included.
+    trusted: the caller vouches for the name in config.json (a program that made the run itself).
     repair: cut a torn last line from events.jsonl (resume does, holding the lock).
     """
     store = RunStore(run_dir)
@@ -64,7 +67,11 @@ def load(run_dir: str | Path, overrides: list[str] | None = None, primitive_set_
     name = config.evolution.primitive_set
     if primitive_set_name is not None and primitive_set_name != name:
         raise RunDirError(f"the run used primitive set {name!r}, not {primitive_set_name!r}")
-    primitive_set = resolve_primitive_set(name, trusted=trusted or primitive_set_name is not None)
+    named = primitive_set_name is not None or named_primitive_set(overrides) == name
+    try:
+        primitive_set = resolve_primitive_set(name, trusted=trusted or named)
+    except ConfigError as exc:
+        raise RunDirError(str(exc)) from None
     checkpoint = store.read_checkpoint(run_id, config.digest())
     if checkpoint is not None:
         _check_shape(checkpoint, store)
@@ -81,6 +88,15 @@ def load(run_dir: str | Path, overrides: list[str] | None = None, primitive_set_
                           f"written after event {checkpoint['state']['seq']}: the log was cut short or "
                           f"replaced; nothing was changed")
     return RecordedRun(store, run_id, config, primitive_set, state, checkpoint)
+
+
+def named_primitive_set(overrides: list[str] | None) -> str | None:
+    """The primitive set an override names (evolution.primitive_set=...), or None."""
+    try:
+        section = config_module.parse_overrides(list(overrides or [])).get("evolution")
+    except ConfigError:
+        return None
+    return section.get("primitive_set") if isinstance(section, dict) else None
 
 
 def _check_shape(checkpoint: dict[str, Any], store: RunStore) -> None:
