@@ -25,6 +25,7 @@ import importlib
 import inspect
 import keyword
 import re
+import sys
 from pathlib import Path
 
 from primitives.analysis import uses_matrix_primitives
@@ -224,8 +225,31 @@ def _all_refs(program: Program, primitive_set: PrimitiveSet) -> set[tuple[str, s
     return refs
 
 
-def check_source(source: str, name: str, docstring: str, standalone: bool) -> None:
-    """Refuse generated source whose docstring or structure is not exactly what was meant (before any import)."""
+def program_modules(program: Program, primitive_set: PrimitiveSet) -> frozenset[str]:
+    """The modules whose functions a module (not standalone) for `program` imports: check_source's allow-list."""
+    return frozenset(module for module, _ in _all_refs(program, primitive_set))
+
+
+def set_modules(primitive_set: PrimitiveSet) -> frozenset[str]:
+    """The modules of every function of a primitive set (what any program over it may import)."""
+    return frozenset(function_ref(fn)[0] for prim in primitive_set for fn in (prim.matrix_fn, prim.vector_fn))
+
+
+def check_source(source: str, name: str, docstring: str, standalone: bool, modules: frozenset[str] | None = None
+                 ) -> None:
+    """Refuse generated source whose docstring or structure is not exactly what was meant (before any import).
+
+    modules: the primitives' modules the program calls (program_modules; by default those of the
+    built-in primitive set, set_modules(ALL)). An import is accepted only
+    as the generator writes it: `from __future__ import annotations`, the runtime's one import and
+    `import <module> as _<last part>` of those modules; a standalone file's own imports are torch's
+    and the standard library's (what the runtime and primitives import). Anything else could only
+    come from a tampered generator or data, and the file is about to be imported.
+    """
+    if modules is None:
+        from primitives.library import ALL
+
+        modules = set_modules(ALL)
     try:
         tree = ast.parse(source)
     except SyntaxError as exc:
@@ -244,11 +268,30 @@ def check_source(source: str, name: str, docstring: str, standalone: bool) -> No
     for node in tree.body[1:]:
         if not isinstance(node, allowed):
             raise CodegenError(f"unexpected top-level statement at line {node.lineno} of the generated source")
-        if isinstance(node, (ast.Import, ast.ImportFrom)) and not standalone:
-            modules = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
-            if not all(m == "__future__" or m == RUNTIME[0] or m.startswith("primitives.") or _DOTTED.match(m)
-                       for m in modules):
-                raise CodegenError(f"unexpected import at line {node.lineno} of the generated source")
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and not _emitted_import(node, standalone, modules):
+            raise CodegenError(f"unexpected import at line {node.lineno} of the generated source")
+
+
+def _emitted_import(node: ast.Import | ast.ImportFrom, standalone: bool, modules: frozenset[str]) -> bool:
+    """Whether an import is one the generator writes (see check_source)."""
+    names = [(alias.name, alias.asname) for alias in node.names]
+    if isinstance(node, ast.ImportFrom):
+        if node.level != 0:
+            return False
+        if node.module == "__future__":
+            return names == [("annotations", None)]
+        if standalone:
+            return _standalone_module(node.module or "") and all(n != "*" for n, _ in names)
+        return node.module == RUNTIME[0] and names == [(n, None) for n in RUNTIME[1]]
+    if standalone:
+        return all(_standalone_module(n) for n, _ in names)
+    return len(names) == 1 and names[0][0] in modules and names[0][1] == _alias(names[0][0])
+
+
+def _standalone_module(module: str) -> bool:
+    """torch or the standard library: all a standalone file may import."""
+    top = module.split(".")[0]
+    return bool(_DOTTED.match(module)) and (top == "torch" or top in sys.stdlib_module_names)
 
 
 def _is_literal(node: ast.AST) -> bool:

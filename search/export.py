@@ -388,7 +388,7 @@ def export(program: Program, name: str, provenance: Provenance | None = None, fo
               "exported": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     try:
         source = codegen.module_source(final, name, docstring, record, default_lr, primitive_set, standalone)
-        codegen.check_source(source, name, docstring, standalone)
+        codegen.check_source(source, name, docstring, standalone, codegen.program_modules(final, primitive_set))
     except codegen.CodegenError as exc:
         raise ExportError(str(exc)) from None
     agree, why = _self_check(source, module, name, final, primitive_set, standalone)
