@@ -81,21 +81,63 @@ def discovered_dir() -> Path:
 _RESERVED_MODULES = {"registry", "program_optimizer", "rule_optimizer", "lion", "muon", "polargrad", "soap"}
 
 
-def check_name(name: str, folder: Path, force: bool) -> str:
+def _refuse(name: str, why: str) -> None:
+    """A one-line refusal with a name that would do (Cobra -> CobraOptimizer)."""
+    raise ExportError(f"invalid name {name!r}: {why}; choose another name, e.g. {name}Optimizer")
+
+
+def _package_names(folder: Path, manifest: dict, register: bool) -> tuple[set[str], set[str]]:
+    """(module files, public names) of the discovered package that an export may not take.
+
+    An export registered as EXPORTED would replace discovered.EXPORTED in the package's namespace
+    (and `registry` its module): `import discovered` itself would break. Earlier exports are not
+    the package's own: replacing one is --force's business.
+    """
+    import discovered
+
+    packages = {discovered_dir(), folder} if register else {discovered_dir()}  # folder: a copy of the package
+    modules = {p.stem for base in packages for p in base.glob("*.py")} | _RESERVED_MODULES
+    names = {n for n in dir(discovered) if not n.startswith("_")} | {n for n in discovered.__all__}
+    return modules - {entry["module"] for entry in manifest.values()}, names - set(manifest)
+
+
+def _shadowed_module(module: str, folder: Path) -> str | None:
+    """What a module file called `module` would shadow on sys.path: the standard library or an installed package."""
+    if module in sys.stdlib_module_names:
+        return f"the standard library's {module}"
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    own = str((folder / f"{module}.py").resolve())
+    if spec is not None and not (spec.origin and str(Path(spec.origin).resolve()) == own):  # not its own earlier export
+        return f"the importable package {module}"
+    return None
+
+
+def check_name(name: str, folder: Path, force: bool, register: bool = False) -> str:
     """A Python class name, never a path, shadowing nothing (an existing export only with force)."""
     if not isinstance(name, str) or not _CLASS_NAME.match(name) or keyword.iskeyword(name):
         raise ExportError(f"invalid name {name!r}: an optimizer name is a Python class name (a capital "
                           f"letter, then letters and digits), e.g. Cobra")
     module = snake_case(name)
     if module in _RESERVED_MODULES:
-        raise ExportError(f"invalid name {name!r}: its module name {module!r} is reserved")
+        _refuse(name, f"its module name {module!r} is reserved (a module of the discovered package)")
     from discovered import REGISTRY
     from proxy_tasks.optimizers import shadowed_names
 
     if name in shadowed_names():
         raise ExportError(f"invalid name {name!r}: it would shadow torch.optim.{name} or a name "
                           f"`optsearch bench` resolves; choose another name")
+    shadowed = _shadowed_module(module, folder)
+    if shadowed is not None:
+        _refuse(name, f"its module file {module}.py would shadow {shadowed}")
     manifest = _read_manifest(folder)
+    modules, names = _package_names(folder, manifest, register)
+    if module in modules:
+        _refuse(name, f"its module name {module!r} is reserved (a module of the discovered package)")
+    if name in names:
+        _refuse(name, f"discovered.{name} is the package's own name")
     if name in REGISTRY and name not in manifest:
         raise ExportError(f"{name!r} is already an optimizer in discovered/; choose another name")
     owner = {entry["module"]: other for other, entry in manifest.items()}
@@ -359,7 +401,7 @@ def export(program: Program, name: str, provenance: Provenance | None = None, fo
     folder = Path(folder) if folder is not None else discovered_dir() if register else Path.cwd()
     if folder.exists() and not folder.is_dir():
         raise ExportError(f"--out {folder} is a file, not a folder")
-    module = check_name(name, folder, force)
+    module = check_name(name, folder, force, register)
     try:
         validate(program, primitive_set)
     except ProgramError as exc:
