@@ -64,6 +64,7 @@ def load(run_dir: str | Path, overrides: list[str] | None = None, primitive_set_
     """
     store = RunStore(run_dir)
     run_id, config = read_config(store, overrides)
+    store.check_files()
     name = config.evolution.primitive_set
     if primitive_set_name is not None and primitive_set_name != name:
         raise RunDirError(f"the run used primitive set {name!r}, not {primitive_set_name!r}")
@@ -78,6 +79,7 @@ def load(run_dir: str | Path, overrides: list[str] | None = None, primitive_set_
     state = SearchState(config, primitive_set)
     for line, record in store.read_records(repair=repair):
         try:
+            _check_task_numbers(record)
             state.apply(events_module.from_dict(record))
         except (events_module.EventError, StateError, ProgramError) as exc:
             raise RunDirError(f"{store.events_path}, line {line}: {exc}; nothing was changed") from None
@@ -88,6 +90,35 @@ def load(run_dir: str | Path, overrides: list[str] | None = None, primitive_set_
                           f"written after event {checkpoint['state']['seq']}: the log was cut short or "
                           f"replaced; nothing was changed")
     return RecordedRun(store, run_id, config, primitive_set, state, checkpoint)
+
+
+# What a task's entry in an event may hold besides its score (checked by search/events.py): numbers that plots,
+# MLflow and show draw or format. A tampered entry must be refused here, where --dry-run sees it too, not
+# found by the plots of every later resume.
+TASK_NUMBERS = ("lr", "train_loss", "eval_loss", "carried_lr", "drift")
+MAX_CURVE_POINTS = 100_000
+
+
+def _number(value) -> bool:
+    """A JSON number (NaN and infinities included: a diverged loss is one), not a bool."""
+    return type(value) in (int, float)
+
+
+def _check_task_numbers(record: dict[str, Any]) -> None:
+    tasks = record.get("tasks")
+    if not isinstance(tasks, dict):
+        return  # events.from_dict says what is wrong with it
+    for task, entry in tasks.items():
+        if not isinstance(entry, dict):
+            continue
+        for key in TASK_NUMBERS:
+            if entry.get(key) is not None and not _number(entry[key]):
+                raise events_module.EventError(f"tasks[{task!r:.60}].{key} must be a number, got {entry[key]!r:.60}")
+        curve = entry.get("curve")
+        if curve is not None and not (type(curve) is list and len(curve) <= MAX_CURVE_POINTS
+                                      and all(_number(v) for v in curve)):
+            raise events_module.EventError(f"tasks[{task!r:.60}].curve must be a list of at most "
+                                           f"{MAX_CURVE_POINTS} numbers, got {curve!r:.60}")
 
 
 def named_primitive_set(overrides: list[str] | None) -> str | None:

@@ -11,12 +11,16 @@ runs/<run_id>/
                      events must reproduce; written to a temporary file, fsync'ed,
                      then renamed over the old one
   hall_of_fame.json  the ranked Pareto front with programs and scores (for people)
-  lock               the PID of the process running the search (an flock)
+  lock               the PID of the process running the search (the run directory
+                     itself is flocked, so removing this file frees nothing)
   timings.jsonl      wall-clock seconds per candidate in deterministic mode, kept
                      out of events.jsonl so that two such runs write it byte for byte
 
 Everything is JSON: nothing is ever unpickled or evaluated from a run
-directory. A truncated last line (the write a kill interrupted) is cut off
+directory. Its files are opened without following symbolic links and must be
+regular files of bounded size (check_files, open_file): a run directory may come
+from someone else, and a link named events.jsonl or lock must not make a resume
+write into, or read without end from, a file that is not the run's. A truncated last line (the write a kill interrupted) is cut off
 before anything new is appended; any other damage is an error that names
 the file and line and changes nothing.
 """
@@ -27,6 +31,7 @@ import errno
 import fcntl
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +56,66 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 
 LOCK_FILE = "lock"
+PLOTS = "plots"
+# The files a run's processes read or write (plots/ holds only files too): none may be a link or a special file.
+RUN_FILES = ("config.json", "events.jsonl", "checkpoint.json", HALL_OF_FAME, LOCK_FILE, "timings.jsonl",
+             "tracking.json")
+# The most this version reads of a file: a file of a run is never read without bound (a link to /dev/zero is
+# refused as not a regular file; a regular file larger than these is refused, not read).
+MAX_BYTES = {"config.json": 1 << 20, "checkpoint.json": 64 << 20, "events.jsonl": 2 << 30, "tracking.json": 1 << 20,
+             LOCK_FILE: 4096}
+
+
+def open_file(path: Path, flags: int, mode: int = 0o666) -> int:
+    """A descriptor of the regular file `path`, never opened through a symbolic link; RunDirError otherwise.
+
+    O_NOFOLLOW refuses a link as the last component; O_NONBLOCK keeps a FIFO from
+    blocking the open (it is then refused as not a regular file). A file opened to
+    write must have no other hard link: it would be someone else's file too.
+    """
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RunDirError(f"{path} is a symbolic link; the files of a run directory must be regular files "
+                              f"(refused; nothing was changed)") from None
+        if exc.errno == errno.ENXIO:  # a FIFO without a reader, opened to write
+            raise RunDirError(f"{path} is not a regular file (refused; nothing was changed)") from None
+        raise
+    info = os.fstat(fd)
+    writing = flags & (os.O_WRONLY | os.O_RDWR)
+    if not stat.S_ISREG(info.st_mode) or (writing and info.st_nlink > 1):
+        os.close(fd)
+        what = "has another hard link" if stat.S_ISREG(info.st_mode) else "is not a regular file (a FIFO, a device ...)"
+        raise RunDirError(f"{path} {what}; the files of a run directory must be its own regular files "
+                          f"(refused; nothing was changed)")
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    return fd
+
+
+def read_file(path: Path, limit: int | None = None) -> bytes:
+    """The bytes of a regular file of a run (see open_file), at most `limit` (default: by its name)."""
+    limit = MAX_BYTES.get(path.name, 64 << 20) if limit is None else limit
+    fd = open_file(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        if size > limit:
+            raise RunDirError(f"{path} is {size} bytes, more than the {limit} this version reads (refused)")
+        chunks, left = [], limit + 1
+        while left > 0 and (chunk := os.read(fd, min(left, 1 << 24))):
+            chunks.append(chunk)
+            left -= len(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > limit:  # it grew while being read
+        raise RunDirError(f"{path} is more than the {limit} bytes this version reads (refused)")
+    return data
+
+
+def open_text(path: Path, flags: int):
+    """A text file object on open_file's descriptor (appending: O_WRONLY | O_APPEND | O_CREAT)."""
+    return os.fdopen(open_file(path, flags), "a" if flags & os.O_APPEND else "r+", encoding="utf-8")
 
 
 class RunStore:
@@ -58,39 +123,91 @@ class RunStore:
         self.path = Path(path)
         self._events = None
         self._lock: int | None = None
+        self._directory_lock: int | None = None
 
     # --- one writer at a time ---------------------------------------------------
 
     def acquire(self) -> None:
         """Take the run directory for this process (run and resume), or say who has it.
 
-        An exclusive flock on runs/<id>/lock, held until close(): the kernel
-        drops it when the holder exits, however it exits, so the lock left by a
-        kill -9 is simply free again (the PID written in it is then stale and
-        is replaced). Readers (show, export) take no lock.
+        An exclusive flock on the run directory itself, held until close(): the
+        kernel drops it when the holder exits, however it exits, so the lock left
+        by a kill -9 is simply free again. The directory, not the lock file, is
+        what is locked: a lock file removed while a search runs would otherwise
+        let a second process take a new one and write the same run. The lock
+        file says who holds the run (its PID, stale after a kill and then
+        replaced) and is flocked too, as versions before this one expect.
+        Readers (show, export) take no lock.
         """
-        path = self.path / LOCK_FILE
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            directory = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
-            raise RunDirError(f"cannot write to run directory {self.path}: {exc.strerror}") from None
+            raise RunDirError(f"cannot open run directory {self.path}: {exc.strerror}") from None
+        try:
+            self._flock(directory)
+            try:
+                fd = open_file(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT)
+            except OSError as exc:
+                raise RunDirError(f"cannot write to run directory {self.path}: {exc.strerror}") from None
+        except BaseException:
+            os.close(directory)
+            raise
+        try:
+            self._flock(fd)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except BaseException:
+            os.close(fd)
+            os.close(directory)
+            raise
+        self._lock, self._directory_lock = fd, directory
+
+    def _flock(self, fd: int) -> None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
-                raise RunDirError(f"run {self.path} is in use by PID {holder}; wait for it to finish "
-                                  f"or stop that process first") from None
-            raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._lock = fd
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                raise
+            raise RunDirError(f"run {self.path} is in use by PID {self._holder()}; wait for it to finish "
+                              f"or stop that process first") from None
+
+    def _holder(self) -> str:
+        try:
+            return read_file(self.path / LOCK_FILE, 64).decode(errors="replace").strip() or "unknown"
+        except (OSError, OptsearchError):
+            return "unknown (its lock file was removed or replaced)"
 
     def release(self) -> None:
-        if self._lock is not None:
-            os.close(self._lock)  # closing the descriptor drops the flock
-            self._lock = None
+        for name in ("_lock", "_directory_lock"):
+            fd = getattr(self, name)
+            if fd is not None:
+                os.close(fd)  # closing the descriptor drops the flock
+                setattr(self, name, None)
+
+    def check_files(self) -> None:
+        """Refuse a run directory whose files are links or special files, before anything reads or writes them.
+
+        Files are opened without following links anyway (open_file); plots/ is
+        written by its name (progress.png, ...) and every PNG in it is read for
+        MLflow, so it must be a folder of regular files, not a link.
+        """
+        for name in RUN_FILES:
+            path = self.path / name
+            if os.path.lexists(path):
+                info = os.lstat(path)
+                if not stat.S_ISREG(info.st_mode):
+                    kind = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a regular file"
+                    raise RunDirError(f"{path} is {kind}; the files of a run directory must be regular files "
+                                      f"(refused; nothing was changed)")
+        plots = self.path / PLOTS
+        if os.path.lexists(plots):
+            if not stat.S_ISDIR(os.lstat(plots).st_mode):
+                raise RunDirError(f"{plots} is not a folder (a symbolic link?); plots are written into it "
+                                  f"(refused; nothing was changed)")
+            for entry in os.scandir(plots):
+                if not entry.is_file(follow_symlinks=False):
+                    raise RunDirError(f"{entry.path} is not a regular file; plots/ holds only the run's plots "
+                                      f"(refused; nothing was changed)")
 
     @property
     def config_path(self) -> Path:
@@ -123,13 +240,13 @@ class RunStore:
             self.release()
             raise RunDirError(f"run directory {self.path} was just created by another process")
         atomic_write_json(self.config_path, config)
-        self.events_path.touch()
+        os.close(open_file(self.events_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND))
 
     def read_config(self) -> dict[str, Any]:
         if not self.path.is_dir():
             raise RunDirError(f"{self.path} is not a run directory (it does not exist)")
         try:
-            data = json.loads(self.config_path.read_text())
+            data = json.loads(read_file(self.config_path))
         except FileNotFoundError:
             raise RunDirError(f"{self.path} is not a run directory (no config.json)") from None
         except (OSError, ValueError, RecursionError) as exc:
@@ -147,9 +264,10 @@ class RunStore:
         the newline last), so an unterminated last line is the write a kill
         cut short: it is dropped, and cut from the file if `repair`.
         """
-        if not self.events_path.exists():
+        try:
+            raw = read_file(self.events_path)
+        except FileNotFoundError:
             return []
-        raw = self.events_path.read_bytes()
         records, position, number = [], 0, 0
         while (newline := raw.find(b"\n", position)) != -1:
             number += 1
@@ -165,8 +283,11 @@ class RunStore:
                 raise RunDirError(f"{self.events_path}, line {number}: not an event record")
             records.append((number, record))
         if repair and position < len(raw):
-            with open(self.events_path, "r+b") as handle:
-                handle.truncate(position)
+            fd = open_file(self.events_path, os.O_WRONLY)
+            try:
+                os.ftruncate(fd, position)
+            finally:
+                os.close(fd)
         return records
 
     def read_events(self) -> list[dict[str, Any]]:
@@ -174,13 +295,13 @@ class RunStore:
 
     def append_event(self, event: dict[str, Any]) -> None:
         if self._events is None:
-            self._events = open(self.events_path, "a", encoding="utf-8")
+            self._events = open_text(self.events_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         self._events.write(json.dumps(event, separators=(",", ":"), allow_nan=True) + "\n")
         self._events.flush()
         os.fsync(self._events.fileno())
 
     def append_timing(self, record: dict[str, Any]) -> None:
-        with open(self.timings_path, "a", encoding="utf-8") as handle:
+        with open_text(self.timings_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT) as handle:
             handle.write(json.dumps(record) + "\n")
 
     # --- checkpoint and hall of fame -------------------------------------------------
@@ -190,10 +311,10 @@ class RunStore:
 
     def read_checkpoint(self, run_id: str, config_digest: str) -> dict[str, Any] | None:
         """The checkpoint, checked to belong to this run; None if there is none yet."""
-        if not self.checkpoint_path.exists():
-            return None
         try:
-            data = json.loads(self.checkpoint_path.read_text())
+            data = json.loads(read_file(self.checkpoint_path))
+        except FileNotFoundError:
+            return None
         except (OSError, ValueError, RecursionError) as exc:
             raise RunDirError(f"checkpoint {self.checkpoint_path} is corrupt ({exc}); nothing was changed") from None
         if not isinstance(data, dict) or data.get("schema") != CHECKPOINT_SCHEMA:
