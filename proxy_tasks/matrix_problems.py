@@ -42,7 +42,7 @@ TEST_EXAMPLES = 2048  # a streaming task's fixed held-out sample (final losses)
 class MatrixRegression(Task):
     name: ClassVar[str] = "matrix_regression"
     version: ClassVar[str] = "2"
-    tier: ClassVar[int] = 0
+    tier: ClassVar[int] = 2  # deterministic, saturates for polar methods: a benchmark, no longer selected on
     description: ClassVar[str] = "1/2 ||AXB - C||^2, X 64x32, scored by f - f*"
 
     steps: int = 200
@@ -73,7 +73,7 @@ class MatrixRegression(Task):
 class MatrixCompletion(Task):
     name: ClassVar[str] = "matrix_completion"
     version: ClassVar[str] = "4"
-    tier: ClassVar[int] = 1
+    tier: ClassVar[int] = 2  # full batch: a benchmark, no longer selected on
     description: ClassVar[str] = "low-rank completion, 200x160 rank 5, condition 100, 30% observed"
 
     steps: int = 35

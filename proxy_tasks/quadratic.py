@@ -20,7 +20,7 @@ from proxy_tasks.task import Task, generator
 class RotatedQuadratic(Task):
     name: ClassVar[str] = "quadratic"
     version: ClassVar[str] = "1"
-    tier: ClassVar[int] = 0
+    tier: ClassVar[int] = 2  # deterministic: a benchmark, no longer selected on
     description: ClassVar[str] = "rotated ill-conditioned quadratic, d=100 (10x10), condition 1e4"
 
     steps: int = 200

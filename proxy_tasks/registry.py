@@ -13,13 +13,17 @@ from proxy_tasks.classification import DigitsAutoencoder, DigitsCNN, DigitsMLP, 
 from proxy_tasks.gratings import GratingsCNN
 from proxy_tasks.lora import LoRA
 from proxy_tasks.matrix_problems import DeepLinear, MatrixCompletion, MatrixRegression
+from proxy_tasks.noisy_regression import NoisyRegression
 from proxy_tasks.quadratic import RotatedQuadratic
 from proxy_tasks.rescaled import Rescaled
 from proxy_tasks.rosenbrock import RosenbrockChain
 from proxy_tasks.synthetic_language import SyntheticLanguage
+from proxy_tasks.teacher_student import TeacherStudent
 from proxy_tasks.task import Task
 
 _ALL: tuple[Task, ...] = (
+    NoisyRegression(),
+    TeacherStudent(),
     RotatedQuadratic(),
     MatrixRegression(),
     LogisticRegression(),

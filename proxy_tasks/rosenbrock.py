@@ -23,7 +23,7 @@ from proxy_tasks.task import Task, generator
 class RosenbrockChain(Task):
     name: ClassVar[str] = "rosenbrock"
     version: ClassVar[str] = "3"
-    tier: ClassVar[int] = 1
+    tier: ClassVar[int] = 2  # deterministic: a benchmark, no longer selected on
     description: ClassVar[str] = "Rosenbrock chains, d=10, 64 per seed, from near (-1.2, 1, ...)"
 
     steps: int = 300

@@ -1,9 +1,16 @@
 """Scores against tuned AdamW, and the on-disk cache of baselines.
 
-Per seed: s = clip(log(L_AdamW / L_candidate), -3, 3), both at their tuned
-learning rates; a candidate that diverged or returned a non-finite loss
-gets -3. Per task: the median over seeds. Per suite: the mean over tasks.
-Positive is better than AdamW; +1 is a loss e times smaller.
+Per seed: s = clip(log(L_AdamW / L_candidate) / spread, -3, 3), both at their
+tuned learning rates, where `spread` is the task's `score_scale`: the spread
+(standard deviation) of the reference panel's log-ratios on that task
+(benchmarks/suite_snr.py measures it). Standardised so, every task counts
+alike in a suite's mean: without it a task on which methods differ by e^3
+decided the mean and one on which they differ by 5% counted for nothing.
+A run that diverged at step s of T gets partial credit, with f = (s - 1)/T:
+-3 (1 - f) + f min(0, score of its last loss before diverging), so a
+rule that trained most of the way ranks above one that never trained, and
+never above AdamW. Per task: the median over seeds. Per suite: the mean over
+tasks. Positive is better than AdamW.
 
 Baselines are tuned once per (task key: name, version and settings; seeds;
 device; tuning protocol) and kept in a JSON file, so a changed task or
@@ -37,13 +44,37 @@ _UNUSED_AUX_LR = 1e-3
 LOSS_FLOOR = 1e-30
 
 
-def seed_score(baseline: float, candidate: float) -> float:
+def seed_score(baseline: float, candidate: float, spread: float = 1.0) -> float:
+    """clip(log(baseline / candidate) / spread): positive when the candidate's loss is lower."""
     if not math.isfinite(candidate):
         return -SCORE_CLIP
     if not math.isfinite(baseline):
         return SCORE_CLIP
-    ratio = math.log(max(baseline, LOSS_FLOOR) / max(candidate, LOSS_FLOOR))
+    ratio = math.log(max(baseline, LOSS_FLOOR) / max(candidate, LOSS_FLOOR)) / spread
     return max(-SCORE_CLIP, min(SCORE_CLIP, ratio))
+
+
+def diverged_credit(run: RunResult, baseline: float, steps: int, spread: float = 1.0) -> float:
+    """A run that diverged at step s: -3 (1 - f) + f min(0, its score before), f = (s - 1) / steps."""
+    step = run.diverged_step
+    if step is None or steps <= 0:
+        return -SCORE_CLIP
+    # The loss at step s is measured before step s's update: s - 1 updates were made, and a run that
+    # diverged at step 1 (its first update) never trained at all.
+    done = min(max((step - 1) / steps, 0.0), 1.0)
+    # The curve's points average windows of steps; the last one that ends before the divergence.
+    last = math.floor(step * len(run.curve) / steps) - 1
+    before = run.curve[last] if 0 <= last < len(run.curve) else math.inf
+    credit = min(0.0, seed_score(baseline, before, spread)) if math.isfinite(before) else -SCORE_CLIP
+    return -SCORE_CLIP * (1 - done) + done * credit
+
+
+def run_score(task: Task, run: RunResult, baseline: float) -> float:
+    """One seed's score on `task` against the baseline's metric on the same seed."""
+    value = run.metric(task.metric)
+    if not math.isfinite(value) and run.diverged_step is not None and math.isfinite(baseline):
+        return diverged_credit(run, baseline, task.steps, task.score_scale)
+    return seed_score(baseline, value, task.score_scale)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +85,8 @@ class TaskScore:
     lr: float
     runs: tuple[RunResult, ...]  # the scored runs, one per seed
     diverged_everywhere: bool = False  # every run at every learning rate tried diverged
+    offset: int | None = None  # the chosen rate in half-decades from the scale-free centre (a child inherits it)
+    run_count: int = 0  # training runs the tuning cost on this task
 
     @property
     def train_loss(self) -> float:
@@ -70,16 +103,21 @@ class TaskScore:
 
     def to_dict(self) -> dict:
         """What a search records per task (events.jsonl)."""
-        return {"score": self.score, "seed_scores": list(self.seed_scores), "lr": self.lr,
-                "train_loss": self.train_loss, "eval_loss": self.eval_loss, "curve": self.curve}
+        record = {"score": self.score, "seed_scores": list(self.seed_scores), "lr": self.lr,
+                  "train_loss": self.train_loss, "eval_loss": self.eval_loss, "curve": self.curve}
+        if self.offset is not None:
+            record.update(offset=self.offset, runs=self.run_count)
+        return record
 
 
 def score_task(task: Task, candidate: tuple[RunResult, ...], baseline: tuple[RunResult, ...], lr: float,
-               diverged_everywhere: bool = False) -> TaskScore:
+               diverged_everywhere: bool = False, tuned: TuneResult | None = None) -> TaskScore:
     """Per seed, the candidate's run against the baseline's run of the same seed."""
     by_seed = {r.seed: r.metric(task.metric) for r in baseline}
-    seed_scores = tuple(seed_score(by_seed[r.seed], r.metric(task.metric)) for r in candidate)
-    return TaskScore(task.name, statistics.median(seed_scores), seed_scores, lr, candidate, diverged_everywhere)
+    seed_scores = tuple(run_score(task, r, by_seed[r.seed]) for r in candidate)
+    offset, runs = (tuned.offset, tuned.run_count) if tuned is not None else (None, 0)
+    return TaskScore(task.name, statistics.median(seed_scores), seed_scores, lr, candidate, diverged_everywhere,
+                     offset, runs)
 
 
 def suite_score(scores: list[TaskScore]) -> float:
@@ -158,6 +196,7 @@ def tune_and_score(
     protocol: TuningProtocol = TuningProtocol(),
     run_device: str | None = None,
     compute_baseline: bool = True,
+    offset: int | None = None,
 ) -> TaskScore:
     """Tune `spec` on `task` with the baseline's budget and score it against the tuned baseline.
 
@@ -165,7 +204,9 @@ def tune_and_score(
     optimizer. Baselines are keyed by `device` ("cuda") and runs go to
     `run_device` ("cuda:1" for a second GPU worker). A search's workers pass
     compute_baseline=False: the coordinator computes baselines first, and a
-    missing one is an error rather than a race on the cache file.
+    missing one is an error rather than a race on the cache file. `offset`: the
+    parent's chosen rate on this task, in half-decades from the centre (the
+    tuning brackets it instead of searching widely).
     """
     if compute_baseline:
         baseline = baselines.baseline(task, seeds, device, protocol)
@@ -177,9 +218,9 @@ def tune_and_score(
         result = baseline  # AdamW against itself: its own tuning, not a second draw
     else:
         # Non-matrix parameters of Muon-style optimizers use the tuned AdamW lr.
-        result = tune(task, spec, seeds, run_device or device, baseline.best_lr, protocol)
+        result = tune(task, spec, seeds, run_device or device, baseline.best_lr, protocol, offset=offset)
     everywhere = all(r.diverged_step is not None for runs in result.runs.values() for r in runs)
-    return score_task(task, result.best, baseline.best, result.best_lr, everywhere)
+    return score_task(task, result.best, baseline.best, result.best_lr, everywhere, tuned=result)
 
 
 def default_cache_path() -> Path:

@@ -86,6 +86,10 @@ class Task:
     vmap_seeds: ClassVar[bool] = True
     # The settings that make the model wider (the transfer stage scales them: scaled()).
     width_fields: ClassVar[tuple[str, ...]] = ()
+    # The reference panel's spread (standard deviation across optimizers) of log(L_AdamW / L) on this
+    # task, measured by benchmarks/suite_snr.py: scores are divided by it so every task counts alike
+    # (proxy_tasks/scoring.py). 1.0: not standardised (held-out tasks, the earlier suite).
+    score_scale: ClassVar[float] = 1.0
 
     steps: int = 200
     batch_size: int | None = None  # None: full batch

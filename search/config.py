@@ -89,9 +89,16 @@ class EvaluationConfig:
 
     kind: str = "proxy_tasks"  # or "behaviour": distance to `target` on the fingerprint probe
     cheap_tasks: str = "tier0"  # task selection (proxy_tasks.registry.select_tasks)
-    full_tasks: str = "all"
+    full_tasks: str = "tier1"
     held_out_tasks: str = "held-out"
-    hurdle: float = -1.0  # cheap-tier score a candidate must reach to train on the rest
+    # Rolling hurdle (AutoML-Zero): the cheap rung promotes a candidate to the full rung when its cheap
+    # score is in the top `promote` fraction of the last `window` cheap scores (warm starts always, and
+    # every candidate while the window holds fewer than `min_window`). `hurdle` is an absolute floor below
+    # which nothing is promoted (-3: only what never trained is held back).
+    promote: float = 0.3
+    window: int = 64
+    min_window: int = 8
+    hurdle: float = -3.0
     seeds: int = 3
     step_fraction: float = 1.0  # scales every task's number of steps (smoke runs)
     lr_extensions: int = 2  # tuning budget (proxy_tasks.tuning.TuningProtocol)
@@ -115,6 +122,10 @@ class EvaluationConfig:
         if not 0 < self.step_fraction <= 1:
             raise ConfigError(f"evaluation.step_fraction must be in (0, 1], got {self.step_fraction}")
         _at_least("evaluation.lr_extensions", self.lr_extensions, 0)
+        if not 0 < self.promote <= 1:
+            raise ConfigError(f"evaluation.promote must be in (0, 1], got {self.promote}")
+        _positive("evaluation.window", self.window)
+        _at_least("evaluation.min_window", self.min_window, 0)
         _choice("evaluation.polar_backend", self.polar_backend, ("ns", "polar_express", "qdwh", "svd"))
         if self.timeout <= 0:
             raise ConfigError(f"evaluation.timeout must be positive, got {self.timeout}")
@@ -137,7 +148,7 @@ class TransferConfig:
     """
 
     enabled: bool = False
-    tasks: str = "mlp,char_lm"
+    tasks: str = "mlp,teacher_student"
     steps_factor: int = 4
     width_factor: int = 4
     hurdle: float = 0.0

@@ -113,7 +113,9 @@ class ProxyTaskEvaluator:
         result = tune(self.task(name), baseline_spec(), self.seeds, self.run_device, 1e-3, self.protocol)
         return {"task": name, **entry_of(result)}
 
-    def evaluate(self, program: Program, stage: JobKind, base_lrs: dict[str, float] | None = None) -> StageResult:
+    def evaluate(self, program: Program, stage: JobKind, base_lrs: dict[str, float] | None = None,
+                 offsets: dict[str, int] | None = None) -> StageResult:
+        """Train `program` on the stage's tasks; `offsets`: its parent's rate per task (the tuning brackets it)."""
         if stage is JobKind.TRANSFER:
             if self.transfer is None:
                 raise RuntimeError("a transfer job, but the transfer stage is not enabled")
@@ -121,8 +123,10 @@ class ProxyTaskEvaluator:
         spec = OptimizerSpec.for_program(program, options=self.options, primitive_set=self.primitive_set)
         tasks, diverged = {}, []
         for task in self.stages[stage]:
+            offset = (offsets or {}).get(task.name)
             scored = tune_and_score(task, spec, self.seeds, self.baselines, self.device, self.protocol,
-                                    run_device=self.run_device, compute_baseline=False)
+                                    run_device=self.run_device, compute_baseline=False,
+                                    offset=offset if type(offset) is int else None)
             tasks[task.name] = scored.to_dict()
             if scored.diverged_everywhere:
                 diverged.append(task.name)
@@ -152,7 +156,7 @@ class BehaviourEvaluator:
             rms = np.sqrt(np.mean(steps**2, axis=1, keepdims=True))
             return steps / np.where(rms > 0, rms, 1.0)
 
-    def evaluate(self, program: Program, stage: JobKind = JobKind.BEHAVIOUR) -> StageResult:
+    def evaluate(self, program: Program, stage: JobKind = JobKind.BEHAVIOUR, offsets=None) -> StageResult:
         with np.errstate(over="ignore", invalid="ignore"):  # a runaway program scores BEHAVIOUR_WORST
             distance = float(np.mean((self._updates(program) - self.target) ** 2))
         score = -distance if math.isfinite(distance) else -BEHAVIOUR_WORST

@@ -79,6 +79,7 @@ class CandidateEvaluated(Proposed):
     complexity: float
     state_buffers: int
     state_bytes: float | None = None  # bytes of state per parameter byte (logs written before it have none)
+    cheap_score: float | None = None  # the cheap rung's score (the rolling hurdle's window); older logs: none
     worker: int = 0
     seconds: float | None = None
     started: float | None = None

@@ -27,12 +27,26 @@ class Individual:
     transfer: float | None = None  # score at 4x the steps and width, once measured
     # optimizer memory: bytes of state per parameter byte (primitives.analysis.state_bytes); None: from the program
     state_bytes: float | None = None
+    cheap_score: float | None = None  # the cheap rung's score (every trained candidate has one)
 
     def __post_init__(self) -> None:
         if self.state_bytes is None:  # records and checkpoints written before this field have none
             from primitives.analysis import state_bytes
 
             object.__setattr__(self, "state_bytes", state_bytes(self.program))
+
+    def rung_score(self) -> float:
+        """The cheap rung's score: what every trained candidate can be compared on."""
+        return self.cheap_score if self.cheap_score is not None else self.score
+
+    def beats(self, other: Individual, select_on: str) -> bool:
+        """Compared on the highest rung both reached (ties: the younger, the higher id, wins)."""
+        if self.stage is other.stage or select_on == "transfer" and self.transfer is not None \
+                and other.transfer is not None:
+            mine, theirs = self.fitness(select_on), other.fitness(select_on)
+        else:
+            mine, theirs = self.rung_score(), other.rung_score()
+        return (mine, self.id) > (theirs, other.id)
 
     def fitness(self, select_on: str) -> float:
         """What selection ranks by: the suite score, or the transfer score once there is one."""

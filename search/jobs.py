@@ -102,6 +102,6 @@ def build_runner(settings: dict[str, Any]):
             return fingerprint(program, primitive_set=primitive_set)
         if job.kind is JobKind.TRANSFER:
             return evaluator.evaluate(program, job.kind, job.payload["base_lrs"]).to_dict()
-        return evaluator.evaluate(program, job.kind).to_dict()
+        return evaluator.evaluate(program, job.kind, offsets=job.payload.get("offsets")).to_dict()
 
     return run

@@ -3,7 +3,9 @@
 Real et al. 2019: a child joins the population when it has been evaluated
 and the oldest member leaves, however good it is, so no lucky early score
 dominates forever. Parents are chosen by tournament: sample `tournament`
-members at random and take the fittest.
+members at random and take the fittest, comparing two members on the
+highest rung both reached (a cheap-rung-only member and a full-rung one on
+their cheap-rung scores: a score over more tasks is not on the same scale).
 """
 
 from __future__ import annotations
@@ -33,7 +35,11 @@ class Population:
         """The fittest of `tournament` members drawn without replacement (ties: the younger)."""
         size = min(tournament, len(self.members))
         picks = sorted(int(i) for i in rng.choice(len(self.members), size=size, replace=False))
-        return max((self.members[i] for i in picks), key=lambda m: (m.fitness(self.select_on), m.id))
+        winner = self.members[picks[0]]
+        for i in picks[1:]:  # each pair compared on the highest rung both reached (search/individual.py)
+            if self.members[i].beats(winner, self.select_on):
+                winner = self.members[i]
+        return winner
 
     def best(self) -> Individual:
         return max(self.members, key=lambda m: (m.fitness(self.select_on), -m.id))

@@ -39,6 +39,7 @@ class InProgress:
     fingerprint: str = ""
     tasks: dict[str, dict] = dataclasses.field(default_factory=dict)
     diverged: list[str] = dataclasses.field(default_factory=list)
+    cheap_score: float | None = None  # its cheap rung's score, once trained there
     seconds: float = 0.0  # worker time over its stages
     started: float | None = None  # wall clock when its first stage started
     worker: int = 0
@@ -51,7 +52,7 @@ class Work:
     kind: JobKind
     id: int  # the candidate (or hall-of-fame member) it is for
     program: Program
-    extra: tuple[tuple[str, Any], ...] = ()  # more of the job's payload (the transfer stage's base rates)
+    extra: tuple[tuple[str, Any], ...] = ()  # more of the job's payload (base rates, inherited rate offsets)
 
 
 class Scheduler:
@@ -141,10 +142,13 @@ class Scheduler:
             return self._fingerprinted(candidate, completion.result)
         candidate.tasks.update(completion.result["tasks"])
         candidate.diverged += completion.result.get("diverged", [])
-        after = self.funnel.after(work.kind, candidate.tasks)
+        if work.kind is JobKind.CHEAP:
+            candidate.cheap_score = funnel_module.score(completion.result["tasks"])
+        after = self.funnel.after(work.kind, candidate.tasks, self.state.rung_window,
+                                  warm_start=bool(candidate.proposal.warm_start))
         if after is not None:
             self._account(candidate, completion)
-            self.queue(Work(after, work.id, work.program))
+            self.queue(Work(after, work.id, work.program, work.extra))
             return []
         status = Status.DIVERGED if candidate.diverged else Status.OK
         reason = f"diverged at every learning rate on {', '.join(candidate.diverged)}" if candidate.diverged else ""
@@ -154,7 +158,10 @@ class Scheduler:
         known = self.state.behaviours.get(fingerprint)
         if known is None:
             candidate.fingerprint = fingerprint
-            self.queue(Work(self.funnel.first(), candidate.proposal.id, candidate.proposal.program))
+            # A child's tuning brackets its parent's rate on each task (proxy_tasks/tuning.py).
+            offsets = self.state.parent_offsets(candidate.proposal.parent)
+            extra = (("offsets", offsets),) if offsets else ()
+            self.queue(Work(self.funnel.first(), candidate.proposal.id, candidate.proposal.program, extra))
             return []
         # Known behaviour: the first evaluation's score stands, nothing is trained.
         del self.candidates[candidate.proposal.id]
@@ -175,7 +182,8 @@ class Scheduler:
         return CandidateEvaluated(
             seq=0, stage=stage, status=status, score=funnel_module.score(tasks) if not status.failed else funnel_module.WORST,
             tasks=tasks, reason=reason, complexity=complexity(program, self.state.primitive_set),
-            state_buffers=state_buffers(program), state_bytes=state_bytes(program), worker=candidate.worker,
+            state_buffers=state_buffers(program), state_bytes=state_bytes(program),
+            cheap_score=candidate.cheap_score, worker=candidate.worker,
             seconds=candidate.seconds,
             started=candidate.started or None, finished=completion.finished or None,
             fingerprint=candidate.fingerprint, **_proposed(candidate.proposal))

@@ -17,6 +17,7 @@ What is not here: in-flight work (the scheduler's), the random generator
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 
@@ -47,6 +48,7 @@ class Behaviour:
     score: float
     stage: Stage
     transfer: float | None = None
+    cheap_score: float | None = None
 
 
 class StateError(ValueError):
@@ -73,6 +75,10 @@ class SearchState:
         self.held_out_requested_at = 0  # counters.evaluated at the last request
         # awaiting the transfer stage: the candidate, and its tuned rate on each task at the base size
         self.transfer_due: dict[int, tuple[Individual, dict[str, float]]] = {}
+        # the cheap-rung scores of the latest trained candidates: the rolling hurdle's window (search/funnel.py)
+        self.rung_window: collections.deque[float] = collections.deque(maxlen=config.evaluation.window)
+        # candidate id -> its chosen rate per task, in half-decades from the centre (a child's tuning brackets it)
+        self.offsets: dict[int, dict[str, int]] = {}
 
     # ------------------------------------------------------------------ transitions
 
@@ -108,13 +114,17 @@ class SearchState:
         if event.warm_start is not None:
             self.warm_started.add(event.warm_start)
 
-    def _individual(self, event: Proposed, score: float, stage: Stage) -> Individual:
+    def _individual(self, event: Proposed, score: float, stage: Stage, cheap_score: float | None = None) -> Individual:
         from primitives.analysis import complexity, state_buffers
 
         program = from_dict(event.program, self.primitive_set)  # validated, never run
         return Individual(event.id, program, event.structural_hash, event.fingerprint, score, stage,
                           complexity(program, self.primitive_set), state_buffers(program),
-                          event.parent, event.mutation)
+                          event.parent, event.mutation, cheap_score=cheap_score)
+
+    def parent_offsets(self, parent: int | None) -> dict[str, int]:
+        """The rate offsets a child of `parent` inherits (none for a warm start)."""
+        return dict(self.offsets.get(parent, {})) if parent is not None else {}
 
     def _candidate(self, event: CandidateEvaluated) -> None:
         self._proposed(event)
@@ -125,8 +135,15 @@ class SearchState:
             return
         counters.trained += 1
         counters.cheap_only += event.stage is Stage.CHEAP
-        self.behaviours.setdefault(event.fingerprint, Behaviour(event.id, event.score, event.stage))
-        individual = self._individual(event, event.score, event.stage)
+        cheap = event.cheap_score if _finite(event.cheap_score) else None
+        self.behaviours.setdefault(event.fingerprint, Behaviour(event.id, event.score, event.stage, cheap_score=cheap))
+        if cheap is not None:
+            self.rung_window.append(cheap)
+        offsets = {task: entry["offset"] for task, entry in event.tasks.items()
+                   if isinstance(entry, dict) and type(entry.get("offset")) is int and abs(entry["offset"]) <= 64}
+        if offsets:
+            self.offsets[event.id] = offsets
+        individual = self._individual(event, event.score, event.stage, cheap)
         if self._transfer_wanted(individual):
             rates = {task: entry["lr"] for task, entry in event.tasks.items() if isinstance(entry.get("lr"), float)}
             self.transfer_due[individual.id] = (individual, rates)
@@ -136,7 +153,10 @@ class SearchState:
         self._proposed(event)
         self.counters.fingerprint_hits += 1
         known = self.behaviours.get(event.fingerprint)
-        individual = self._individual(event, event.score, event.stage)
+        if known is not None and known.id in self.offsets:
+            self.offsets[event.id] = self.offsets[known.id]  # the same behaviour: the same rates
+        individual = self._individual(event, event.score, event.stage,
+                                      known.cheap_score if known is not None else None)
         if known is not None and known.transfer is not None:
             individual = dataclasses.replace(individual, transfer=known.transfer)
         self._accept(individual)
@@ -230,3 +250,7 @@ class SearchState:
         return {"seq": self.seq, "next_id": self.next_id, "counters": self.counters.to_dict(),
                 "population": [m.id for m in self.population.members],
                 "hall_of_fame": sorted(m.id for m in self.hall_of_fame.members)}
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -22,8 +22,8 @@ SHORT = {name: dataclasses.replace(task, steps=12) for name, task in TASKS.items
 
 
 def test_suite_has_the_training_and_held_out_tasks():
-    assert set(TRAINING) == {"quadratic", "rosenbrock", "matrix_regression", "matrix_completion", "logistic", "mlp",
-                             "cnn", "char_lm"}
+    assert set(TRAINING) == {"noisy_regression", "teacher_student", "quadratic", "rosenbrock", "matrix_regression",
+                             "matrix_completion", "logistic", "mlp", "cnn", "char_lm"}
     assert {"lora", "deep_linear", "gratings_cnn", "synthetic_lm"} <= set(HELD_OUT)
     assert any(n.endswith("_x100") for n in HELD_OUT)
     assert select_tasks("tier0") and all(t.tier == 0 for t in select_tasks("tier0"))
