@@ -28,14 +28,16 @@ from primitives.program import Program, ProgramError, validate
 
 
 class ProgramOptimizer(RuleOptimizer):
-    """ProgramOptimizer(params, program, lr=1e-3, constants=None, options=ExecutionOptions()).
+    """ProgramOptimizer(params, program, lr=1e-3, constants=None, options=None, primitive_set=None, **routing).
 
     Args:
         program: a validated Program (primitives.serialize.load reads files).
         lr: learning rate; the program's output u is applied as w -= lr * u.
         constants: overrides of the program's named constants.
-        options: how approximate primitives run (polar backend, its steps and dtype).
-        primitive_set: the primitives the program may use (default: all built-in ones).
+        options: how approximate primitives run (polar backend, its steps and dtype;
+            default ExecutionOptions()).
+        primitive_set: the primitives the program may use (default: all built-in ones,
+            primitives.library.ALL).
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay, route,
         batch_dims: see discovered._contract.MatrixOptimizer.
     """
@@ -48,10 +50,14 @@ class ProgramOptimizer(RuleOptimizer):
         program: Program,
         lr: float = 1e-3,
         constants: dict[str, float] | None = None,
-        options: ExecutionOptions = ExecutionOptions(),
-        primitive_set: PrimitiveSet = ALL,
+        options: ExecutionOptions | None = None,
+        primitive_set: PrimitiveSet | None = None,
         **routing,
     ):
+        # None, not the defaults themselves, in the signature: help() printed the repr of every built-in
+        # primitive (about 50 KB) as the default of primitive_set.
+        options = ExecutionOptions() if options is None else options
+        primitive_set = ALL if primitive_set is None else primitive_set
         if not isinstance(program, Program):
             raise TypeError(f"program must be a primitives.program.Program, got {type(program).__name__}")
         validate(program, primitive_set)

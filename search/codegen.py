@@ -20,6 +20,7 @@ unless its structure and docstring are exactly what was meant.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
 import importlib
 import inspect
@@ -28,6 +29,7 @@ import re
 import sys
 from pathlib import Path
 
+from discovered._contract import ROUTING_DEFAULTS
 from primitives.analysis import uses_matrix_primitives
 from primitives.kinds import Layout
 from primitives.primitive import PrimitiveSet
@@ -67,6 +69,83 @@ def function_ref(fn) -> tuple[str, str, dict]:
 
 def _alias(module: str) -> str:
     return "_" + module.rsplit(".", 1)[-1]
+
+
+# ---------------------------------------------------------------------------
+# Constants as Python names: readable, and clear of every name the generated code uses
+
+# Names a rule's constant may not take in generated code: the update functions' parameters, the
+# constructor's (and super, which it calls), and the param-group keys RuleOptimizer and its routing
+# keep beside the constants (a constant `lr` or `route` would be both a keyword and a group key).
+GENERATED_NAMES = frozenset({
+    "g", "w", "t", "self", "params", "lr", "options", "super", "update", "matrix_update", "vector_update",
+    "float", "staticmethod", "rule_constants", "constants", "weight_decay",
+    "polar_backend", "polar_steps", "polar_dtype", *ROUTING_DEFAULTS, *RUNTIME[1],
+})
+# Names a search or SymPy makes up (mutation's c0, c1; simplification's k, k_3): renamed by role.
+_GENERIC = re.compile(r"(c\d+|k(_\d+)?)\Z")
+# A constant's role from the slot it fills: (op, slot) -> name; an interp's or debias's beta is
+# numbered (beta1, beta2, ...) in the order the rule first uses each.
+_ROLES = {("add_const", "c"): "eps", ("scale", "c"): "scale", ("clip", "c"): "clip", ("add_scaled", "c"): "coef",
+          ("abspow", "p"): "power", ("rms_clip", "d"): "max_rms", ("eigenbasis", "k"): "every",
+          ("kron_precondition", "p"): "root"}
+
+
+def generated_names(program: Program, primitive_set: PrimitiveSet, standalone: bool = False) -> frozenset[str]:
+    """Every name the module for `program` defines or calls besides the rule's own (see GENERATED_NAMES)."""
+    refs = _all_refs(program, primitive_set)
+    if not standalone:
+        return GENERATED_NAMES | {_alias(module) for module, _ in refs}
+    runtime = Standalone()
+    runtime.need(*[(RUNTIME[0], n) for n in RUNTIME[1]], *sorted(refs))
+    return GENERATED_NAMES | runtime.names() | {function for _, function in refs}
+
+
+def _role(program: Program, primitive_set: PrimitiveSet, constant: str, betas: list[str]) -> str:
+    for stmt in program.body:
+        prim = primitive_set.get(stmt.op)
+        for spec, name in zip(prim.consts, stmt.consts):
+            if name != constant:
+                continue
+            if stmt.op in ("interp", "debias"):
+                return "beta" if len(betas) == 1 else f"beta{betas.index(constant) + 1}"
+            if stmt.op == "add_scaled" and stmt.args[1:] == ("w",):
+                return "wd"  # decoupled weight decay: u + wd w
+            if spec.name == "eps":
+                return "eps"
+            role = _ROLES.get((stmt.op, spec.name))
+            return role or (spec.name if len(spec.name) > 1 else f"{stmt.op}_{spec.name}")[:60]
+    return constant
+
+
+def exported_program(program: Program, primitive_set: PrimitiveSet, standalone: bool = False) -> Program:
+    """The program with its constants named as the generated code names them (the same rule).
+
+    A made-up name (c0, k_3) becomes its role (beta1, beta2, eps, wd, scale, ...: from the slot it
+    fills); a name the generated code uses itself (lr, self, params, options, super, route, a
+    module's alias) gets a trailing underscore. Applying it twice changes nothing.
+    """
+    taken = generated_names(program, primitive_set, standalone)
+    betas = []
+    for stmt in program.body:
+        if stmt.op in ("interp", "debias"):
+            betas += [c for c in stmt.consts if _GENERIC.match(c) and c not in betas]
+    renames, used = {}, set()
+    # The author's names first: a made-up one gets its role only where that name is free.
+    for constant in sorted(program.constant_values, key=lambda c: bool(_GENERIC.match(c))):
+        name = _role(program, primitive_set, constant, betas) if _GENERIC.match(constant) else constant
+        while name in taken or keyword.iskeyword(name):
+            name += "_"
+        base, number = name, 1
+        while name in used:
+            number += 1
+            name = f"{base}{number}" if base[-1].isalpha() else f"{base}_{number}"
+        renames[constant] = name
+        used.add(name)
+    if all(k == v for k, v in renames.items()):
+        return program
+    body = tuple(dataclasses.replace(s, consts=tuple(renames[c] for c in s.consts)) for s in program.body)
+    return dataclasses.replace(program, constants=tuple((renames[c], v) for c, v in program.constants), body=body)
 
 
 # ---------------------------------------------------------------------------
@@ -146,21 +225,28 @@ def _constant_specs(program: Program, primitive_set: PrimitiveSet) -> dict[str, 
 
 
 def _class_source(program: Program, name: str, lr: float, primitive_set: PrimitiveSet,
-                  matrix_fn: str, vector_fn: str) -> str:
+                  matrix_fn: str, vector_fn: str, rule: str) -> str:
     specs = _constant_specs(program, primitive_set)
     uses_polar = any(primitive_set.get(s.op).options for s in program.body)
     state = "".join(f"State({d.name!r}, {d.kind.value!r}, {d.init!r}, {d.eps!r}), " for d in program.state)
     constants = "".join(f"\n        {c!r}: Constant({v!r}, {lo!r}, {hi!r}, {lo_open!r}, {hi_open!r}),"
                         for c, (v, lo, hi, lo_open, hi_open) in specs.items())
-    args = "".join(f"        {c}: constant of the update rule (found: {v!r}).\n" for c, (v, *_) in specs.items())
+    args = "".join(f"        {c}: {_constant_doc(program, primitive_set, c)} (found: {v!r}).\n"
+                   for c, (v, *_) in specs.items())
     polar = "        polar_backend, polar_steps, polar_dtype: how polar factors are computed.\n" if uses_polar else ""
     parameters = "".join(f", {c}: float = {v!r}" for c, (v, *_) in specs.items())
     values = ", ".join(f"{c!r}: {c}" for c in specs)
+    shown = "\n".join(f"        {line}" for line in (rule or program.text()).splitlines())
     return f'''class {name}(RuleOptimizer):
-    """{name}(params, lr={lr!r}{"".join(f", {c}={v!r}" for c, (v, *_) in specs.items())}): the rule above.
+    r"""{name}(params, lr={lr!r}{"".join(f", {c}={v!r}" for c, (v, *_) in specs.items())}).
+
+    Update rule, applied as w <- w - lr * u after each step (a state register
+    on the right of "<-" holds the previous step's value):
+
+{shown}
 
     Args:
-        lr: learning rate (w <- w - lr * u); the default is explained in the module docstring.
+        lr: learning rate; the default is explained in the module docstring.
 {args}{polar}        route, batch_dims, adamw_*: see discovered._contract.MatrixOptimizer.
     """
 
@@ -177,15 +263,38 @@ def _class_source(program: Program, name: str, lr: float, primitive_set: Primiti
 '''
 
 
+def _constant_doc(program: Program, primitive_set: PrimitiveSet, constant: str) -> str:
+    """What a constant does, from the first slot it fills: "EMA coefficient (interp(a, b; beta1) = ...)"."""
+    for stmt in program.body:
+        for spec, name in zip(primitive_set.get(stmt.op).consts, stmt.consts):
+            if name != constant:
+                continue
+            if stmt.op == "interp":
+                return f"EMA coefficient: interp(a, b; {constant}) = (1 - {constant}) a + {constant} b"
+            if stmt.op == "debias":
+                return f"EMA coefficient whose bias is corrected: x / (1 - {constant}^t)"
+            if stmt.op == "add_scaled" and stmt.args[1:] == ("w",):
+                return f"decoupled weight decay: u + {constant} w"
+            if re.fullmatch(r"[\w ,.:;()'+*/=<>^|-]{1,80}", spec.doc) and _IDENTIFIER.match(stmt.op):
+                return f"{spec.doc} ({stmt.op})"  # a plugin's doc only if it is plain text
+    return "constant of the update rule"
+
+
 # ---------------------------------------------------------------------------
 # The module
 
 
 def module_source(program: Program, name: str, docstring: str, provenance: dict, lr: float,
-                  primitive_set: PrimitiveSet, standalone: bool = False) -> str:
-    """The source of an optimizer module for `program` (see the module docstring)."""
-    if '"""' in docstring or re.search(r'\\("|\Z)', docstring):
-        raise CodegenError("the docstring would not read back as written")
+                  primitive_set: PrimitiveSet, standalone: bool = False, rule: str = "") -> str:
+    """The source of an optimizer module for `program` (see the module docstring).
+
+    rule: the update rule as the class docstring shows it (the simplified formula; default: the
+    program's text). The program's constants are named as exported_program() names them.
+    """
+    for text in (docstring, rule):
+        if '"""' in text or re.search(r'\\("|\Z)', text):
+            raise CodegenError("the docstring would not read back as written")
+    program = exported_program(program, primitive_set, standalone)
     functions_used: dict[str, tuple[str, str]] = {}  # how the code refers to a function -> (module, name)
 
     def refer(module: str, function: str) -> str:
@@ -213,7 +322,7 @@ def module_source(program: Program, name: str, docstring: str, provenance: dict,
     provenance_source = "PROVENANCE = {\n" + "".join(f"    {k!r}: {v!r},\n" for k, v in provenance.items()) + "}"
     return "\n".join([f'r"""{docstring}"""', "", "from __future__ import annotations", "", header, "",
                       provenance_source, "", "", functions, "", "",
-                      _class_source(program, name, lr, primitive_set, matrix_fn, vector_fn)])
+                      _class_source(program, name, lr, primitive_set, matrix_fn, vector_fn, rule)])
 
 
 def _all_refs(program: Program, primitive_set: PrimitiveSet) -> set[tuple[str, str]]:

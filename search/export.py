@@ -15,13 +15,17 @@ an export that does not reproduce its program is refused.
 What it guarantees: a run directory (events.jsonl, config.json) or a program
 file reaches the generated source only as validated values written with
 repr() or formatted as numbers: the run id (a safe name), the candidate id
-(an integer), hashes (hexadecimal), task names (safe names), scores and
-learning rates (finite numbers); the program itself is rebuilt and validated
-first (register and constant names are identifiers, ops are looked up in the
-primitive set). The docstring must parse back exactly as written and the
+(an integer), hashes (hexadecimal), task names (safe names), scores, losses and
+learning rates (finite numbers, or the string "diverged" where a run recorded
+inf or NaN); the program itself is rebuilt and validated first (register and
+constant names are identifiers, ops are looked up in the primitive set), and
+its constants are named as the class names them (codegen.exported_program:
+c0 -> beta1 by role, lr -> lr_ where a name is the generated code's own). The docstring must parse back exactly as written and the
 module's top level must be the statements the generator writes, or nothing
 is imported or written. Names are Python class names that shadow nothing the
-bench or scoring resolves.
+bench or scoring resolves, nothing of the discovered package, and no module
+of the standard library or an installed package. Every argument is checked
+first (the default learning rate a finite number > 0).
 """
 
 from __future__ import annotations
@@ -169,26 +173,35 @@ def _read_manifest(folder: Path) -> dict:
 # Provenance: every value validated before it goes near the source
 
 
+# What a provenance records for a number that is not finite: a run that diverged has an infinite (or NaN)
+# loss, and repr(inf) is the name `inf`, which is no literal (the generated module must hold only literals).
+DIVERGED = "diverged"
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskResult:
     task: str
-    score: float
+    score: float | str
     lr: float | None = None
-    train_loss: float | None = None
-    eval_loss: float | None = None
+    train_loss: float | str | None = None
+    eval_loss: float | str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class Provenance:
-    """Where an exported program came from, as validated values (the only run data an export writes)."""
+    """Where an exported program came from, as validated values (the only run data an export writes).
+
+    A number that is not finite (a task that diverged: its loss is inf or NaN) is recorded as the string
+    "diverged" (DIVERGED), a tuned rate that is not finite as None: every value is a literal.
+    """
 
     run: str | None = None  # a run id
     candidate: int | None = None
     source_file: str | None = None  # a program file's name
-    score: float | None = None
+    score: float | str | None = None
     stage: str | None = None
-    held_out: float | None = None
-    transfer: float | None = None
+    held_out: float | str | None = None
+    transfer: float | str | None = None
     tasks: tuple[TaskResult, ...] = ()
     ablation: tuple[str, int, float, float] | None = None  # (tasks, statements removed, score before, after)
 
@@ -202,12 +215,21 @@ class Provenance:
         if self.stage is not None and self.stage not in ("cheap", "full", "behaviour"):
             raise ExportError(f"stage {self.stage!r:.80} is not a stage")
         for label in ("score", "held_out", "transfer"):
-            _finite(getattr(self, label), label)
+            object.__setattr__(self, label, _number(getattr(self, label), label))
+        if not isinstance(self.tasks, tuple) or not all(isinstance(t, TaskResult) for t in self.tasks):
+            raise ExportError("the per-task results are not a tuple of TaskResult")
+        tasks = []
         for entry in self.tasks:
             if not (isinstance(entry.task, str) and _TASK.match(entry.task)):
                 raise ExportError(f"task name {entry.task!r:.80} is not a safe name")
-            for label in ("score", "lr", "train_loss", "eval_loss"):
-                _finite(getattr(entry, label), f"{entry.task}.{label}", allow_inf=label.endswith("loss"))
+            if entry.score is None:
+                raise ExportError(f"{entry.task}.score is missing")
+            lr = _number(entry.lr, f"{entry.task}.lr")
+            tasks.append(TaskResult(entry.task, _number(entry.score, f"{entry.task}.score"),
+                                    None if lr == DIVERGED else lr,
+                                    _number(entry.train_loss, f"{entry.task}.train_loss"),
+                                    _number(entry.eval_loss, f"{entry.task}.eval_loss")))
+        object.__setattr__(self, "tasks", tuple(tasks))
         if self.ablation is not None:
             tasks, removed, before, after = self.ablation
             if not (isinstance(tasks, str) and re.fullmatch(r"[A-Za-z0-9_.,-]{1,200}", tasks) and type(removed) is int):
@@ -223,16 +245,17 @@ class Provenance:
         if self.source_file is not None:
             out.append(f"program file {self.source_file}")
         if self.score is not None:
-            scores = f"score {self.score:+.4f} against tuned AdamW (stage {self.stage})"
-            scores += "".join(f", {label} {value:+.4f}" for label, value in (("held-out", self.held_out),
-                                                                              ("transfer", self.transfer))
+            scores = f"score {_signed(self.score, 4)} against tuned AdamW (stage {self.stage})"
+            scores += "".join(f", {label} {_signed(value, 4)}" for label, value in (("held-out", self.held_out),
+                                                                                   ("transfer", self.transfer))
                               if value is not None)
             out.append(scores)
         for entry in self.tasks:
-            details = ", ".join(f"{label} {value:.4g}" for label, value in (
-                ("tuned lr", entry.lr), ("train loss", entry.train_loss), ("eval loss", entry.eval_loss))
-                if value is not None)
-            out.append(f"  {entry.task}: {entry.score:+.3f}" + (f" ({details})" if details else ""))
+            details = ", ".join(f"{label} {value if value == DIVERGED else format(value, '.4g')}"
+                                for label, value in (("tuned lr", entry.lr), ("train loss", entry.train_loss),
+                                                     ("eval loss", entry.eval_loss))
+                                if value is not None)
+            out.append(f"  {entry.task}: {_signed(entry.score, 3)}" + (f" ({details})" if details else ""))
         if self.ablation is not None:
             tasks, removed, before, after = self.ablation
             out.append(f"ablation on {tasks}: removed {removed} statement(s), score {before:+.3f} -> {after:+.3f}")
@@ -250,10 +273,21 @@ class Provenance:
         return statistics.median(rates) if rates else None
 
 
-def _finite(value, label: str, allow_inf: bool = False) -> None:
-    if value is None:
-        return
-    if not (finite_number(value) or (allow_inf and type(value) is float and math.isinf(value))):
+def _number(value, label: str) -> float | str | None:
+    """A recorded number as the provenance keeps it: None, a finite number, or DIVERGED for inf and NaN."""
+    if value is None or value == DIVERGED or finite_number(value):
+        return value
+    if type(value) is float:  # inf or NaN: what a diverged run records
+        return DIVERGED
+    raise ExportError(f"{label} {value!r:.80} is not a number")
+
+
+def _signed(value: float | str, digits: int) -> str:
+    return value if value == DIVERGED else f"{value:+.{digits}f}"
+
+
+def _finite(value, label: str) -> None:
+    if value is not None and not finite_number(value):
         raise ExportError(f"{label} {value!r:.80} is not a finite number")
 
 
@@ -396,6 +430,7 @@ def export(program: Program, name: str, provenance: Provenance | None = None, fo
     """
     from primitives.simplify import render, simplify, symbolic_form
 
+    _check_arguments(program, provenance, folder, force, simplify_program, primitive_set, register, standalone, lr)
     if register and standalone:
         raise ExportError("a standalone file is for other projects; it is not registered in discovered/")
     folder = Path(folder) if folder is not None else discovered_dir() if register else Path.cwd()
@@ -404,8 +439,13 @@ def export(program: Program, name: str, provenance: Provenance | None = None, fo
     module = check_name(name, folder, force, register)
     try:
         validate(program, primitive_set)
+        # Constants named as the class will name them (c0 -> beta1, lr -> lr_), so that the docstring's
+        # formula and the constructor's keywords agree.
+        program = codegen.exported_program(program, primitive_set, standalone)
     except ProgramError as exc:
         raise ExportError(f"invalid program: {exc}") from None
+    except codegen.CodegenError as exc:
+        raise ExportError(str(exc)) from None
     provenance = provenance or Provenance()
     if simplify_program:
         result = simplify(program, primitive_set)
@@ -416,6 +456,7 @@ def export(program: Program, name: str, provenance: Provenance | None = None, fo
             latex, text = render(symbolic_form(final, primitive_set))
         except ValueError:  # too large, or a primitive without a SymPy counterpart: the program's own text
             latex, text = "", final.text()
+    final = codegen.exported_program(final, primitive_set, standalone)  # constants simplification made up
     tuned = provenance.tuned_lr()
     default_lr = _round(lr if lr is not None else tuned if tuned is not None else 1e-3)
     lr_note = ("given by the exporter" if lr is not None else
@@ -429,7 +470,7 @@ def export(program: Program, name: str, provenance: Provenance | None = None, fo
     record = {**provenance.to_dict(), "program_hash": program_hash, "fingerprint": behaviour,
               "exported": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     try:
-        source = codegen.module_source(final, name, docstring, record, default_lr, primitive_set, standalone)
+        source = codegen.module_source(final, name, docstring, record, default_lr, primitive_set, standalone, text)
         codegen.check_source(source, name, docstring, standalone, codegen.program_modules(final, primitive_set))
     except codegen.CodegenError as exc:
         raise ExportError(str(exc)) from None
@@ -445,6 +486,28 @@ def export(program: Program, name: str, provenance: Provenance | None = None, fo
         atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         atomic_write_text(folder / REGISTRY_MODULE, registry_source(manifest))
     return Exported(name, path, final, simplified, _NOTES[simplified], source)
+
+
+def _check_arguments(program, provenance, folder, force, simplify_program, primitive_set, register, standalone,
+                     lr) -> None:
+    """Every argument of export() checked as the configuration checks its settings: one line, before any work."""
+    if not isinstance(program, Program):
+        raise ExportError(f"the program must be a primitives.program.Program, got {type(program).__name__}")
+    if provenance is not None and not isinstance(provenance, Provenance):
+        raise ExportError(f"provenance must be a search.export.Provenance, got {type(provenance).__name__}")
+    if folder is not None and not isinstance(folder, (str, Path)):
+        raise ExportError(f"--out must be a folder's path, got {type(folder).__name__}")
+    if not isinstance(primitive_set, PrimitiveSet):
+        raise ExportError(f"primitive_set must be a PrimitiveSet, got {type(primitive_set).__name__}")
+    for label, value in (("force", force), ("simplify", simplify_program), ("register", register),
+                         ("standalone", standalone)):
+        if type(value) is not bool:
+            raise ExportError(f"{label} must be true or false, got {value!r:.80}")
+    # A default learning rate of 0 never moves, a negative one climbs, nan and inf poison the first step.
+    if lr is not None and not (finite_number(lr) and lr > 0):
+        raise ExportError(f"--lr must be a finite number > 0 (the default learning rate), got {lr!r:.80}")
+    if lr is not None and _round(lr) <= 0:
+        raise ExportError(f"--lr {lr!r} is too small to be written as a float; give a larger rate")
 
 
 def _self_check(source: str, module: str, name: str, program: Program, primitive_set: PrimitiveSet,
