@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from discovered.quickstart_example import QuickstartExample
 
 # name -> (class, default keywords for the conformance suite, treats matrices as matrices)
 EXPORTED = {
-    'QuickstartExample': (QuickstartExample, {'lr': 0.263}, True),
 }

@@ -49,7 +49,7 @@ PROVENANCE = {
     'tasks': {'quadratic': {'score': -0.027804590332663894, 'lr': 0.11260040074634162, 'train_loss': 0.003294124739477411, 'eval_loss': 0.003267838852480054}, 'matrix_regression': {'score': 3.0, 'lr': 1.1559199638673683, 'train_loss': 0.0049285888671875, 'eval_loss': -6.103515625e-05}, 'logistic': {'score': 0.22392268565813572, 'lr': 0.721023417736975, 'train_loss': 0.056043777614831924, 'eval_loss': 0.09296886622905731}, 'rosenbrock': {'score': 0.01086804240973539, 'lr': 9.999999083230588e-07, 'train_loss': 2.0876536111036934, 'eval_loss': 2.079434633255005}, 'matrix_completion': {'score': 2.975639136549579, 'lr': 0.4143284575748919, 'train_loss': 0.00030300062280730344, 'eval_loss': 0.00041669052734505385}, 'mlp': {'score': 0.19169956660550658, 'lr': 0.07187165306293986, 'train_loss': 0.23709151819348334, 'eval_loss': 0.23600389808416367}},
     'program_hash': 'c7f089edd37605fa',
     'fingerprint': 'c221aa86cbf7d01f',
-    'exported': '2026-12-01 08:15 UTC',
+    'exported': '2026-12-03 20:10 UTC',
 }
 
 
@@ -74,12 +74,18 @@ def vector_update(g, w, t, m, *, beta, wd, options):
 
 
 class QuickstartExample(RuleOptimizer):
-    """QuickstartExample(params, lr=0.263, beta=0.857207146737573, wd=0.0): the rule above.
+    r"""QuickstartExample(params, lr=0.263, beta=0.857207146737573, wd=0.0).
+
+    Update rule, applied as w <- w - lr * u after each step (a state register
+    on the right of "<-" holds the previous step's value):
+
+        u = w*wd + AspectScale(Polar(beta**2*m + g*(1 - beta**2)))
+        m <- beta*m + g*(1 - beta)
 
     Args:
-        lr: learning rate (w <- w - lr * u); the default is explained in the module docstring.
-        beta: constant of the update rule (found: 0.857207146737573).
-        wd: constant of the update rule (found: 0.0).
+        lr: learning rate; the default is explained in the module docstring.
+        beta: EMA coefficient: interp(a, b; beta) = (1 - beta) a + beta b (found: 0.857207146737573).
+        wd: decoupled weight decay: u + wd w (found: 0.0).
         polar_backend, polar_steps, polar_dtype: how polar factors are computed.
         route, batch_dims, adamw_*: see discovered._contract.MatrixOptimizer.
     """
