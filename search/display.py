@@ -113,7 +113,9 @@ def hall_of_fame_text(members) -> str:
     """The Pareto front, best first, with each member's program."""
     if not members:
         return "hall of fame: empty (no candidate was scored on the full suite)"
-    lines = ["hall of fame (Pareto front: score, complexity, state bytes per parameter byte):"]
+    from search.hall_of_fame import header
+
+    lines = [header(members)]
     for m in members:
         extra = "".join(f"  {label} {_score(value)}" for label, value in (("held-out", m.held_out),
                                                                          ("transfer", m.transfer))
