@@ -542,11 +542,17 @@ def symbolic_form(program: Program, primitive_set: PrimitiveSet = ALL) -> Symbol
         raise TooLarge("its expressions are nested too deeply for SymPy") from None
 
 
-def latex_of_dict(program_dict: dict, primitive_set: PrimitiveSet = ALL) -> str:
-    """LaTeX of a program given as JSON data (for tracking artifacts); "" for one too large."""
+def formulas_of_dict(program_dict: dict, primitive_set: PrimitiveSet = ALL) -> tuple[str, str]:
+    """(LaTeX, plain text) of a program given as JSON data, pruned and rewritten; ("", "") for one too large
+    or with a primitive that has no SymPy counterpart. What tracking, the Python API and show's callers share."""
     from primitives.serialize import from_dict
 
     try:
-        return render(symbolic_form(prune(from_dict(program_dict, primitive_set)), primitive_set))[0]
+        return render(symbolic_form(prune(from_dict(program_dict, primitive_set)), primitive_set))
     except (TooLarge, NoCounterpart):
-        return ""
+        return "", ""
+
+
+def latex_of_dict(program_dict: dict, primitive_set: PrimitiveSet = ALL) -> str:
+    """LaTeX of a program given as JSON data (for tracking artifacts); "" for one too large."""
+    return formulas_of_dict(program_dict, primitive_set)[0]

@@ -54,3 +54,36 @@ def test_fit_returns_the_hall_of_fame_and_resume_continues(tmp_path):
     assert result.hall_of_fame and result.to_dataframe()["score"].tolist() == [m.score for m in result.hall_of_fame]
     more = Search.resume(tmp_path / "api", max_evals=8, progress=False).fit()
     assert more.counters.evaluated == 8
+
+
+def test_a_finished_run_loads_back_with_every_candidate_as_a_dataframe(tmp_path):
+    from primitives.errors import OptsearchError
+    from search.api import Result
+
+    settings = {"evaluation.kind": "behaviour", "workers.serial": True}
+    fitted = Search("smoke", max_evals=6, tracking=False, progress=False, run_dir=tmp_path, run_id="api",
+                    **settings).fit()
+    loaded = Result.load(tmp_path / "api")
+    assert [m.id for m in loaded.hall_of_fame] == [m.id for m in fitted.hall_of_fame]
+    assert loaded.counters == fitted.counters and loaded.best.id == fitted.best.id and loaded.seconds > 0
+
+    frame = loaded.to_dataframe()
+    assert list(frame.columns[:3]) == ["id", "score", "held_out"]
+    assert frame["formula"].str.startswith("u = ").all() and frame["latex"].str.contains("aligned").all()
+    assert frame.equals(fitted.to_dataframe())
+
+    candidates = loaded.candidates()
+    assert {"id", "status", "stage", "score", "held_out", "transfer", "formula", "latex", "score_behaviour"} <= \
+        set(candidates.columns)
+    assert len(candidates) >= fitted.counters.evaluated and candidates["id"].is_unique
+    lion = candidates[candidates["mutation"] == "warm start lion"].iloc[0]
+    assert lion["formula"] == "u = w*wd + sign(beta1*m + g*(1 - beta1)); m <- beta2*m + g*(1 - beta2)"
+    assert lion["status"] == "ok" and lion["stage"] == "behaviour" and lion["score_behaviour"] == lion["score"]
+    members = candidates.set_index("id").loc[[m.id for m in loaded.hall_of_fame]]
+    assert members["score"].tolist() == [m.score for m in loaded.hall_of_fame]
+
+    # A run directory is data: a damaged one is refused with the reader's one-line error.
+    events = tmp_path / "api" / "events.jsonl"
+    events.write_text(events.read_text().replace('"type":', '"type": "__import__(\'os\')", "x":', 1))
+    with pytest.raises(OptsearchError):
+        Result.load(tmp_path / "api")
