@@ -1,6 +1,7 @@
 """Can the suite tell optimizers apart? Signal-to-noise of every task.
 
-    python benchmarks/suite_snr.py [--tasks all] [--seeds 3] [--out bench_out/snr]
+    python benchmarks/suite_snr.py [--tasks tier1] [--seeds 3] [--out bench_out/snr]
+                                   [--json benchmarks/results/suite_snr.json]
 
 Tunes AdamW, SGD, SGD with momentum, Lion, Muon, PolarGrad and SOAP on each task
 (the same protocol as the search, see proxy_tasks/tuning.py) and reports,
@@ -13,7 +14,18 @@ speed; final held-out loss: generalisation):
             (AdamW itself excluded: its per-seed score is 0 by construction)
     SNR     signal / noise
 
-and which optimizer wins each task. Also prints the `optsearch bench` table.
+and which optimizer wins each task. For the selection suite it also reports
+what the search's scores need (benchmarks/results/suite_snr.json, rewritten
+after every task, so a stopped run leaves what it measured):
+
+    spread     the signal in raw log-ratio units: the task's `score_scale`
+    saturated  the references whose raw score sits at the clip (+-3)
+    share      each task's share of the variance, across the references, of
+               the suite mean of standardised scores (score / spread):
+               cov(s_task, mean) / (T var(mean)); the shares add up to 1,
+               and no task should carry more than about a third.
+
+Also prints the `optsearch bench` table.
 """
 
 from __future__ import annotations
@@ -21,7 +33,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -29,7 +43,7 @@ from proxy_tasks.registry import get_task, select_tasks
 from proxy_tasks.scoring import BASELINE, seed_score
 from proxy_tasks import bench
 
-OPTIMIZERS = ["AdamW", "SGD", "SGDM", "Lion", "Muon", "PolarGrad", "SOAP"]
+OPTIMIZERS = ["AdamW", "SGD", "SGDM", "Lion", "program:signum", "Adafactor", "Muon", "PolarGrad", "SOAP"]
 
 
 def snr(rows, metric: str) -> dict:
@@ -54,9 +68,42 @@ def snr(rows, metric: str) -> dict:
     return report
 
 
+def shares(report: dict) -> dict[str, float]:
+    """Each task's share of the variance of the suite mean of standardised scores across optimizers."""
+    tasks = [t for t, r in report.items() if r["signal"] > 0]
+    if not tasks:
+        return {}
+    names = sorted(set.intersection(*(set(report[t]["scores"]) for t in tasks)))
+    standard = {t: [report[t]["scores"][n] / report[t]["signal"] for n in names] for t in tasks}
+    mean = [statistics.fmean(standard[t][i] for t in tasks) for i in range(len(names))]
+    variance = statistics.pvariance(mean)
+    if variance == 0:
+        return {t: math.nan for t in tasks}
+
+    def covariance(xs, ys):
+        mx, my = statistics.fmean(xs), statistics.fmean(ys)
+        return statistics.fmean((x - mx) * (y - my) for x, y in zip(xs, ys))
+
+    return {t: covariance(standard[t], mean) / (len(tasks) * variance) for t in tasks}
+
+
+def summary(rows, command: list[str]) -> dict:
+    """What benchmarks/results/suite_snr.json holds: per task, the metric the task scores."""
+    by_metric = {metric: snr(rows, metric) for metric in ("train", "eval")}
+    used = {task: by_metric[get_task(task).metric][task] for task in by_metric["train"]}
+    share = shares(used)
+    return {"command": " ".join(command), "tasks": {
+        task: {"metric": get_task(task).metric, "snr": r["snr"], "spread": r["signal"], "noise": r["noise"],
+               "score_scale": get_task(task).score_scale, "share": share.get(task),
+               "saturated": sorted(n for n, v in r["scores"].items() if abs(v) >= 3.0), "scores": r["scores"],
+               "best": r["best"]}
+        for task, r in used.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", default="all")
+    parser.add_argument("--tasks", default="tier1")
+    parser.add_argument("--json", default="benchmarks/results/suite_snr.json")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="bench_out/snr")
@@ -74,6 +121,7 @@ def main() -> None:
         scores = ", ".join(f"{r.optimizer} {r.score:+.2f}±{r.spread:.2f}" for r in task_rows)
         print(f"{task.name}: SNR {train['snr']:.1f} (train loss), {evaluation['snr']:.1f} (eval loss), "
               f"{time.perf_counter() - task_start:.0f}s; scores {scores}", flush=True)
+        _write_json(Path(args.json), summary(rows, sys.argv))
     print()
     print(bench.format_table(rows))
     bench.write_outputs(rows, Path(args.out))
@@ -84,9 +132,23 @@ def main() -> None:
         evaluation = reports["eval"][task]
         print(f"| {task} | {get_task(task).metric} | {train['snr']:.1f} | {evaluation['snr']:.1f} | "
               f"{train['best']} | {evaluation['best']} |")
+    result = summary(rows, sys.argv)
+    print("\n| task | metric | SNR | spread (score_scale now) | share of the suite's variance | saturated |")
+    print("|---|---|---:|---:|---:|---|")
+    for task, r in result["tasks"].items():
+        share = "-" if r["share"] is None else f"{r['share']:.2f}"
+        print(f"| {task} | {r['metric']} | {r['snr']:.1f} | {r['spread']:.3f} ({r['score_scale']}) | {share} | "
+              f"{', '.join(r['saturated']) or 'none'} |")
     print(f"\ntotal {time.perf_counter() - start:.0f}s")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "snr.json").write_text(json.dumps(reports, indent=1, default=str))
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(partial, path)
 
 
 if __name__ == "__main__":

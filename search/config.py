@@ -214,12 +214,17 @@ class WorkersConfig:
 @dataclasses.dataclass(frozen=True)
 class StopConfig:
     max_evals: int = 200  # candidates evaluated (trained or failed), warm starts included
-    wall_time: float = 0.0  # seconds (0: no limit)
+    # seconds of searching (0: no limit); the clock starts once the AdamW baselines are tuned
+    wall_time: float = 0.0
     target_score: float | None = None
+    # after a wall-time stop: at most this many more seconds to finish the candidates in flight and score
+    # the hall of fame (held out) and the transfer stage's pending candidates
+    final_seconds: float = 120.0
 
     def check(self) -> None:
         _positive("stop.max_evals", self.max_evals)
         _at_least("stop.wall_time", self.wall_time, 0)
+        _at_least("stop.final_seconds", self.final_seconds, 0)
 
 
 # A run id names a folder and appears in MLflow and in exported provenance.

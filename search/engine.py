@@ -78,12 +78,17 @@ class Search:
         self.phase = "starting"
         self.baselines_left = 0
         self._start = time.monotonic()
+        self._setup_seconds = 0.0  # this session's start-up and baseline tuning: not counted against stop.wall_time
         self._checkpointed_at = state.counters.evaluated
 
     # ------------------------------------------------------------------ what observers see
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.monotonic() - self._start
+
+    def searched(self) -> float:
+        """What stop.wall_time counts: the time elapsed less this session's start-up and baseline tuning."""
+        return self.elapsed() - self._setup_seconds
 
     def snapshot(self) -> Snapshot:
         return Snapshot(self.run_id, self.store.path, self.config, self.phase,
@@ -154,7 +159,7 @@ class Search:
         stop = self.config.stop
         if self.state.counters.evaluated >= stop.max_evals:
             return "max_evals"
-        if stop.wall_time and self.elapsed() >= stop.wall_time:
+        if stop.wall_time and self.searched() >= stop.wall_time:
             return "wall_time"
         if self.state.reached_target():
             return "target_score"
@@ -186,12 +191,15 @@ class Search:
             self._enter("starting workers")
             backend = make_backend(self.config)
             self._compute_baselines(backend)
+            self._setup_seconds = time.monotonic() - self._start  # the wall time counts from here
             self._enter("searching")
             self.scheduler.queue_held_out(sorted(self.state.held_out_pending))  # requested before a stop
             self.scheduler.queue_transfers()
             stopped_by = self._search(backend)
-            if stopped_by in ("max_evals", "exhausted", "converged"):
-                self._final_scoring(backend)
+            if stopped_by in ("max_evals", "exhausted", "converged", "wall_time"):
+                # after a wall-time stop, a bounded extra time (stop.final_seconds), said in the panel
+                bounded = stopped_by == "wall_time"
+                self._final_scoring(backend, self.config.stop.final_seconds if bounded else None)
         except KeyboardInterrupt:
             stopped_by = "interrupted"
         finally:
@@ -223,9 +231,18 @@ class Search:
                 if self.scheduler.idle:
                     return "converged" if not self.scheduler.proposing else "exhausted"
 
-    def _final_scoring(self, backend: Backend) -> None:
-        """Score what is due before stopping: the unscored hall of fame (held out), pending transfers."""
+    def _final_scoring(self, backend: Backend, budget: float | None = None) -> None:
+        """Score what is due before stopping: the unscored hall of fame (held out), pending transfers.
+
+        With a `budget` (seconds; a wall-time stop), the candidates in flight finish first and everything
+        stops when the budget is spent; without one, the wall time (if any) bounds it as before.
+        """
         self.scheduler.proposing = False
+        deadline = None if budget is None else time.monotonic() + budget
+        if deadline is not None:
+            self._enter(f"final scoring (at most {budget:.0f} s)")
+            while self.scheduler.candidates_in_progress and time.monotonic() < deadline:
+                self._step(backend)
         if self.config.evaluation.meta_every:
             unscored = self.state.unscored_members()
             if unscored:
@@ -233,9 +250,11 @@ class Search:
                 self.scheduler.queue_held_out(unscored)
         if self.scheduler.idle:
             return
-        self._enter("final scoring")
+        self._enter("final scoring" if deadline is None else f"final scoring (at most {budget:.0f} s)")
         while not self.scheduler.idle:
-            if self.config.stop.wall_time and self.elapsed() >= self.config.stop.wall_time:
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            if deadline is None and self.config.stop.wall_time and self.searched() >= self.config.stop.wall_time:
                 return
             self._step(backend)
 

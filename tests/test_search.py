@@ -232,3 +232,15 @@ def test_a_workers_fingerprint_job_decodes_and_validates_the_program():
     broken["body"][0]["op"] = "no_such_op"
     with pytest.raises(ProgramError, match="no_such_op"):
         runner(Job(2, JobKind.FINGERPRINT, {"program": broken}))
+
+
+@pytest.mark.e2e
+def test_a_wall_time_stop_still_scores_the_hall_of_fame_and_baselines_are_not_counted(tmp_path):
+    # A fresh baseline cache: tuning the baselines takes longer than the whole wall time, and must not use it up.
+    config = smoke(tmp_path / "fresh-baselines.json", "stop.max_evals=1000", "stop.wall_time=2",
+                   "stop.final_seconds=120", "workers.serial=true")
+    result = run(config, run_dir=tmp_path / "run")
+    assert result.stopped_by == "wall_time"
+    trained = [e for e in candidates(tmp_path / "run") if e["status"] in ("ok", "diverged")]
+    assert trained, "the wall time was spent on baselines"
+    assert result.hall_of_fame and all(m.held_out is not None for m in result.hall_of_fame)
