@@ -11,10 +11,15 @@
         top-level definitions they need, found by reading their modules' source),
         so the file imports nothing but torch and the standard library
 
+The class's docstring shows the update rule (help() of an export reads it
+there) and what each constant does; constants are named by exported_program()
+(made-up names by role: beta1, beta2, eps, wd; a name the generated code uses
+itself, such as lr or options, with a trailing underscore).
+
 Nothing from a run directory is written here except through repr() of values
-the caller has validated, and the docstring, which the caller builds from
+the caller has validated, and the docstrings, which the caller builds from
 validated values; check_source() parses the result back and refuses it
-unless its structure and docstring are exactly what was meant.
+unless its structure, imports and docstring are exactly what was meant.
 """
 
 from __future__ import annotations
