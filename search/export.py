@@ -20,9 +20,10 @@ learning rates (finite numbers, or the string "diverged" where a run recorded
 inf or NaN); the program itself is rebuilt and validated first (register and
 constant names are identifiers, ops are looked up in the primitive set), and
 its constants are named as the class names them (codegen.exported_program:
-c0 -> beta1 by role, lr -> lr_ where a name is the generated code's own). The docstring must parse back exactly as written and the
-module's top level must be the statements the generator writes, or nothing
-is imported or written. Names are Python class names that shadow nothing the
+c0 -> beta1 by role, lr -> lr_ where a name is the generated code's own).
+The docstring must parse back exactly as written and the module's top level
+must be the statements the generator writes, or nothing is imported or
+written. Names are Python class names that shadow nothing the
 bench or scoring resolves, nothing of the discovered package, and no module
 of the standard library or an installed package. Every argument is checked
 first (the default learning rate a finite number > 0).

@@ -52,7 +52,8 @@ def test_when_nothing_beats_adamw_the_hall_of_fame_is_the_best_candidate_and_say
     state = _replayed([_event(1, 0, SIGN_OF_MINUS_G, -2.17), _event(2, 1, LION, -0.3), _event(3, 2, ADAMW, -0.1)])
     assert [m.id for m in state.hall_of_fame.ranked()] == [2]
     text = hall_of_fame_text(state.hall_of_fame.ranked())
-    assert text.splitlines()[0] == "hall of fame: no candidate beats tuned AdamW (score 0) yet; the best candidate so far:"
+    assert text.splitlines()[0] == ("hall of fame: no candidate beats tuned AdamW (score 0) yet; "
+                                    "the best candidate so far:")
     # A candidate that scores exactly as AdamW does not beat it either.
     assert [m.id for m in _replayed([_event(1, 0, LION, 0.0)]).hall_of_fame.ranked()] == [0]
 

@@ -122,7 +122,8 @@ def test_a_candidate_that_diverged_on_a_task_exports_with_the_divergence_recorde
     module = _load(result.path, "Diverged")
     recorded = module.PROVENANCE
     assert recorded["tasks"]["mlp"] == {"score": -3.0, "lr": 0.02, "train_loss": DIVERGED, "eval_loss": DIVERGED}
-    assert recorded["tasks"]["logistic"] == {"score": DIVERGED, "train_loss": DIVERGED}  # a rate that is not finite: none
+    # A rate that is not finite is no rate: none is recorded.
+    assert recorded["tasks"]["logistic"] == {"score": DIVERGED, "train_loss": DIVERGED}
     assert recorded["held_out"] == DIVERGED
     assert "mlp: -3.000 (tuned lr 0.02, train loss diverged, eval loss diverged)" in module.__doc__
     assert "score -0.8700 against tuned AdamW (stage full), held-out diverged" in module.__doc__
