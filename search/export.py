@@ -36,7 +36,6 @@ import datetime
 import importlib.util
 import json
 import keyword
-import math
 import re
 import statistics
 import sys
