@@ -65,6 +65,7 @@ def load(run_dir: str | Path, overrides: list[str] | None = None, primitive_set_
     store = RunStore(run_dir)
     run_id, config = read_config(store, overrides)
     store.check_files()
+    store.read_identity()  # damaged: refused here, where --dry-run sees it
     name = config.evolution.primitive_set
     if primitive_set_name is not None and primitive_set_name != name:
         raise RunDirError(f"the run used primitive set {name!r}, not {primitive_set_name!r}")

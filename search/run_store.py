@@ -11,6 +11,9 @@ runs/<run_id>/
                      events must reproduce; written to a temporary file, fsync'ed,
                      then renamed over the old one
   hall_of_fame.json  the ranked Pareto front with programs and scores (for people)
+  identity.json      {"run_uuid": 32 hex digits}, made when the run is created (or, for a run
+                     older than it, on its first tracked resume): what MLflow knows the search
+                     by, since run ids repeat across folders (projA/runs/exp, projB/runs/exp)
   lock               the PID of the process running the search (the run directory
                      itself is flocked, so removing this file frees nothing)
   timings.jsonl      wall-clock seconds per candidate in deterministic mode, kept
@@ -31,7 +34,9 @@ import errno
 import fcntl
 import json
 import os
+import re
 import stat
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +63,13 @@ def atomic_write_json(path: Path, data: Any) -> None:
 LOCK_FILE = "lock"
 PLOTS = "plots"
 # The files a run's processes read or write (plots/ holds only files too): none may be a link or a special file.
+IDENTITY = "identity.json"
+RUN_UUID = re.compile(r"[0-9a-f]{32}\Z")
 RUN_FILES = ("config.json", "events.jsonl", "checkpoint.json", HALL_OF_FAME, LOCK_FILE, "timings.jsonl",
-             "tracking.json")
+             "tracking.json", IDENTITY)
 # The most this version reads of a file: a file of a run is never read without bound (a link to /dev/zero is
 # refused as not a regular file; a regular file larger than these is refused, not read).
-MAX_BYTES = {"config.json": 1 << 20, "checkpoint.json": 64 << 20, "events.jsonl": 2 << 30, "tracking.json": 1 << 20,
+MAX_BYTES = {IDENTITY: 4096, "config.json": 1 << 20, "checkpoint.json": 64 << 20, "events.jsonl": 2 << 30, "tracking.json": 1 << 20,
              LOCK_FILE: 4096}
 
 
@@ -239,6 +246,7 @@ class RunStore:
         if self.config_path.exists():  # another process created it between the check and the lock
             self.release()
             raise RunDirError(f"run directory {self.path} was just created by another process")
+        atomic_write_json(self.path / IDENTITY, {"run_uuid": uuid.uuid4().hex})
         atomic_write_json(self.config_path, config)
         os.close(open_file(self.events_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND))
 
@@ -254,6 +262,28 @@ class RunStore:
         if not isinstance(data, dict):
             raise RunDirError(f"{self.config_path} is damaged: not a table of sections")
         return data
+
+    def read_identity(self) -> str | None:
+        """The run's UUID (identity.json), None for a run made before it existed; RunDirError if damaged."""
+        path = self.path / IDENTITY
+        try:
+            data = json.loads(read_file(path))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, RecursionError) as exc:
+            raise RunDirError(f"{path} is damaged: {exc}; nothing was changed") from None
+        value = data.get("run_uuid") if isinstance(data, dict) else None
+        if not isinstance(value, str) or not RUN_UUID.match(value):
+            raise RunDirError(f"{path} is damaged (run_uuid must be 32 hexadecimal digits); nothing was changed")
+        return value
+
+    def identity(self) -> str:
+        """The run's UUID, made and saved now if the run predates identity.json (the lock holder calls this)."""
+        value = self.read_identity()
+        if value is None:
+            value = uuid.uuid4().hex
+            atomic_write_json(self.path / IDENTITY, {"run_uuid": value})
+        return value
 
     # --- events ------------------------------------------------------------------
 

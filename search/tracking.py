@@ -28,7 +28,14 @@ per recorded candidate, however often the search was killed and resumed:
 which candidates are logged is read back from MLflow itself (the child runs'
 candidate-id tags; a child left half-written by a kill is deleted and logged
 again), never from a counter that a kill could leave behind. tracking.json in
-the run directory only names the parent run.
+the run directory only names the parent run (and the store it is in).
+
+The parent run is known by the run's identity (identity.json's UUID, tag
+optsearch.run_uuid), never by its run id alone: two folders' runs/exp are two
+searches. A parent run that tracking.json names but the store no longer holds
+(another tracking URI, a recreated mlflow.db, a deleted run) is not an error
+that stops tracking: the search says so, makes a new parent run and logs every
+candidate into it.
 
 A tracking failure (server down, disk full, locked database) warns once and
 the search goes on; what is not logged yet waits in a backlog, retried now
@@ -223,6 +230,7 @@ class MlflowTracker(Observer):
         self.seconds = 0.0  # time spent in tracking (the overhead benchmark reads it)
         self._hashes: dict[int, str] = {}  # candidate id -> structural hash (children tag their parent's)
         self._run_dir: Path | None = None
+        self.run_uuid = ""  # the run's identity (identity.json), read at on_start
 
     # --------------------------------------------------------------- failure handling
 
@@ -257,8 +265,11 @@ class MlflowTracker(Observer):
     # --------------------------------------------------------------- hooks
 
     def on_start(self, snapshot: Snapshot) -> None:
+        from search.run_store import RunStore
+
         self._run_dir = snapshot.run_dir
         self.primitive_set_name = snapshot.config.evolution.primitive_set
+        self.run_uuid = RunStore(snapshot.run_dir).identity()
         for line in _event_lines(snapshot.run_dir):
             if line.get("type") == "candidate":
                 self._hashes[line["id"]] = line["structural_hash"]
@@ -267,22 +278,56 @@ class MlflowTracker(Observer):
         self.flush()
 
     def _saved_parent(self) -> str | None:
-        """The parent run named in tracking.json; a damaged file is set aside with a warning, never fatal."""
+        """The parent run named in tracking.json, if this store still holds it; else None, saying why.
+
+        A damaged file is set aside with a warning, never fatal. A parent of another
+        store, or one this store lost (recreated, deleted), is replaced by a new one.
+        """
+        from search.run_store import read_file
+
         path = self._run_dir / STATE_FILE
-        if not path.exists():
-            return None
         try:
-            saved = json.loads(path.read_text())
+            saved = json.loads(read_file(path))
             parent = saved["parent_run_id"]
             if not isinstance(parent, str) or not parent.isalnum():
                 raise ValueError(f"parent_run_id {parent!r}")
-            return parent
-        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+            uri = saved.get("uri", self.uri)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             aside = path.with_name(f"{STATE_FILE}.damaged-{int(time.time())}")
             os.replace(path, aside)
-            log.warning("%s is damaged (%s); kept as %s; looking the search's parent run up in MLflow by its "
-                        "run directory instead", path, exc, aside.name)
+            log.warning("%s is damaged (%s); kept as %s; looking the search's parent run up in MLflow by the "
+                        "run's identity instead", path, exc, aside.name)
             return None
+        if uri != self.uri:
+            log.warning("this search was tracked in %s and is now tracked in %s: its parent run there is looked "
+                        "up by the run's identity, or a new one is made, and every candidate is logged there",
+                        uri, self.uri)
+            return None
+        lost = self._lost(parent)
+        if lost:
+            log.warning("the parent run %s that %s names is %s in %s: a new parent run is made and every "
+                        "candidate of this search is logged into it", parent, path, lost, self.uri)
+        return None if lost else parent
+
+    def _lost(self, parent: str) -> str:
+        """Why this store cannot continue `parent` ("" if it can); a store that does not answer raises."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self.client.get_run(parent)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return "not there (the store was recreated, or the run was deleted for good)"
+            raise
+        if found.info.lifecycle_stage == "deleted":
+            return "deleted"
+        if found.info.experiment_id != self.experiment_id:
+            return "in another experiment"
+        if found.data.tags.get("optsearch.run_uuid", self.run_uuid) != self.run_uuid:
+            return "the parent of another search"
+        return ""
 
     def _connect(self, snapshot: Snapshot) -> None:
         self.client = open_client(self.uri)
@@ -300,17 +345,19 @@ class MlflowTracker(Observer):
             self.experiment_id = experiment.experiment_id
         if experiment is not None:
             prepare_experiment(self.client, experiment)
-        parent = self._saved_parent() or self._find_parent(snapshot)
+        parent = self._saved_parent() or self._find_parent()
         if parent is None:
             parent = self._create_parent(snapshot)
         else:
             self.client.update_run(parent, status="RUNNING")
+            self.client.set_tag(parent, "optsearch.run_uuid", self.run_uuid)  # a parent made before identities
         self.parent_id = parent
         atomic_write_text(self._run_dir / STATE_FILE, json.dumps({"uri": self.uri, "parent_run_id": parent}))
         self._read_logged_children()
 
-    def _find_parent(self, snapshot: Snapshot) -> str | None:
-        runs = self.client.search_runs([self.experiment_id], f"tags.`optsearch.run_id` = '{snapshot.run_id}' and "
+    def _find_parent(self) -> str | None:
+        """The live parent run of this search (by its identity: a run id alone repeats across folders)."""
+        runs = self.client.search_runs([self.experiment_id], f"tags.`optsearch.run_uuid` = '{self.run_uuid}' and "
                                                              f"tags.`optsearch.kind` = 'search'", max_results=2)
         return runs[0].info.run_id if runs else None
 
@@ -321,7 +368,8 @@ class MlflowTracker(Observer):
 
         run = self.client.create_run(self.experiment_id, run_name=snapshot.run_id, tags={
             "optsearch.kind": "search", "optsearch.run_dir": str(snapshot.run_dir),
-            "optsearch.run_id": snapshot.run_id, "optsearch.engine_version": engine_version(),
+            "optsearch.run_id": snapshot.run_id, "optsearch.run_uuid": self.run_uuid,
+            "optsearch.engine_version": engine_version(),
             "optsearch.primitive_set": snapshot.config.evolution.primitive_set,
             "optsearch.primitive_set_version": _primitive_set(snapshot.config.evolution.primitive_set).version,
             "optsearch.task_suite": ",".join(sorted(t.key for t in TASKS.values()))[:TAG_LIMIT],
@@ -478,11 +526,14 @@ class MlflowTracker(Observer):
 
 def _event_lines(run_dir: Path) -> list[dict]:
     """The run's events as dicts (the engine has checked them)."""
-    path = run_dir / "events.jsonl"
-    if not path.exists():
+    from search.run_store import read_file
+
+    try:
+        raw = read_file(run_dir / "events.jsonl")
+    except FileNotFoundError:
         return []
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.endswith("\n") and line.strip()]
+    # Split on newlines only (as the run store does): the piece after the last one is a torn write, or nothing.
+    return [json.loads(line) for line in raw.split(b"\n")[:-1] if line.strip()]
 
 
 def _primitive_set(name: str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import socket
@@ -233,3 +234,85 @@ def test_two_searches_starting_together_on_a_new_store_are_both_tracked(tmp_path
     runs = c.search_runs([experiment.experiment_id], max_results=100)
     assert sorted(r.info.run_name for r in runs if r.data.tags.get("optsearch.kind") == "search") == ["a", "b"]
     assert sum(r.data.tags.get("optsearch.kind") == "candidate" for r in runs) == 6
+
+
+# --- the parent run is the run's identity's (issue 32) -------------------------------------------------------
+
+
+def behaviour(*overrides):
+    """A cheap search (no training: programs scored by behaviour), tracked by the observer a test passes."""
+    return config_module.load(None, overrides=[
+        "tracking.enabled=false", "workers.serial=true", "evaluation.kind=behaviour", "evaluation.target=lion",
+        "evolution.warm_start=adamw", "evolution.population=20", "evaluation.meta_every=0",
+        "tracking.experiment=optsearch-test", *overrides])
+
+
+def _parents_and_children(uri):
+    c, runs = runs_of(uri, "optsearch-test")
+    parents = {r.info.run_id: r for r in runs if r.data.tags.get("optsearch.kind") == "search"
+               and r.info.lifecycle_stage == "active"}
+    children = collections.Counter(r.data.tags["mlflow.parentRunId"] for r in runs
+                                   if r.data.tags.get("optsearch.kind") == "candidate")
+    return parents, children
+
+
+def test_runs_of_the_same_name_in_two_folders_get_two_parent_runs(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    folders = [tmp_path / "projA" / "runs" / "exp", tmp_path / "projB" / "runs" / "exp"]
+    for folder in folders:
+        run(behaviour("stop.max_evals=3"), run_dir=folder, observers=[MlflowTracker(uri)])
+    resume(folders[0], ["stop.max_evals=5"], observers=[MlflowTracker(uri)])
+    parents, children = _parents_and_children(uri)
+    assert len(parents) == 2
+    by_uuid = {p.data.tags["optsearch.run_uuid"]: p.info.run_id for p in parents.values()}
+    identities = [json.loads((f / "identity.json").read_text())["run_uuid"] for f in folders]
+    assert set(by_uuid) == set(identities)
+    assert children[by_uuid[identities[0]]] == 5 and children[by_uuid[identities[1]]] == 3
+
+
+def test_a_run_made_before_identities_keeps_its_parent_run(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    folder = tmp_path / "run"
+    run(behaviour("stop.max_evals=3"), run_dir=folder, observers=[MlflowTracker(uri)])
+    (folder / "identity.json").unlink()
+    (parent,) = _parents_and_children(uri)[0]
+    client(uri).delete_tag(parent, "optsearch.run_uuid")
+    resume(folder, ["stop.max_evals=5"], observers=[MlflowTracker(uri)])
+    parents, children = _parents_and_children(uri)
+    assert list(parents) == [parent] and children[parent] == 5
+    assert parents[parent].data.tags["optsearch.run_uuid"] == json.loads((folder / "identity.json").read_text())[
+        "run_uuid"]
+
+
+BEHAVIOUR_FLAGS = ["--workers.serial=true", "--evaluation.kind=behaviour", "--evaluation.target=lion",
+                   "--evolution.warm_start=adamw", "--evolution.population=20", "--evaluation.meta_every=0",
+                   "--tracking.experiment=optsearch-test"]
+
+
+def _optsearch(*args, cwd):
+    """optsearch in a process of its own, as a user runs it (MLflow keeps a store open for a process's life)."""
+    done = subprocess.run([sys.executable, "-m", "search", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stderr
+
+
+@pytest.mark.parametrize("change", ["another tracking URI", "a recreated store", "a deleted parent run"])
+def test_a_parent_run_the_store_lacks_is_replaced_and_said_so(tmp_path, change):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    folder = tmp_path / "run"
+    _optsearch("run", "--run-dir", str(folder), "--max-evals", "3", f"--tracking-uri={uri}", *BEHAVIOUR_FLAGS,
+               cwd=tmp_path)
+    old = json.loads((folder / "tracking.json").read_text())["parent_run_id"]
+    if change == "another tracking URI":
+        uri = f"sqlite:///{tmp_path / 'other.db'}"
+    elif change == "a recreated store":
+        (tmp_path / "mlflow.db").unlink()
+    else:
+        client(uri).delete_run(old)
+    said = _optsearch("resume", str(folder), "--max-evals", "5", f"--tracking.uri={uri}", cwd=tmp_path)
+    assert "every candidate" in said and "tracking failed" not in said, said
+    parents, children = _parents_and_children(uri)
+    (new,) = parents
+    assert new != old and children[new] == 5
+    assert json.loads((folder / "tracking.json").read_text()) == {"uri": uri, "parent_run_id": new}
