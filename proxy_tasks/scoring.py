@@ -32,7 +32,7 @@ from primitives.files import atomic_write_text
 from primitives.program import Program
 from proxy_tasks.optimizers import BASELINE, BASELINE_CLASS, OptimizerSpec, baseline_identity, baseline_spec
 from proxy_tasks.task import RunResult, Task
-from proxy_tasks.tuning import TuneResult, TuningProtocol, tune
+from proxy_tasks.tuning import TuneResult, TuningProtocol, fresh, tune
 
 SCORE_CLIP = 3.0
 # The aux AdamW lr used while tuning the baseline itself (it has no aux part).
@@ -54,8 +54,12 @@ def seed_score(baseline: float, candidate: float, spread: float = 1.0) -> float:
     return max(-SCORE_CLIP, min(SCORE_CLIP, ratio))
 
 
-def diverged_credit(run: RunResult, baseline: float, steps: int, spread: float = 1.0) -> float:
-    """A run that diverged at step s: -3 (1 - f) + f min(0, its score before), f = (s - 1) / steps."""
+def diverged_credit(run: RunResult, baseline: RunResult, steps: int, spread: float = 1.0) -> float:
+    """A run that diverged at step s: -3 (1 - f) + f min(0, its score before), f = (s - 1) / steps.
+
+    "Its score before" compares its training curve with the baseline's (same seed) at the last point
+    before the divergence: both minibatch losses at the same step, whatever metric the task scores.
+    """
     step = run.diverged_step
     if step is None or steps <= 0:
         return -SCORE_CLIP
@@ -64,17 +68,19 @@ def diverged_credit(run: RunResult, baseline: float, steps: int, spread: float =
     done = min(max((step - 1) / steps, 0.0), 1.0)
     # The curve's points average windows of steps; the last one that ends before the divergence.
     last = math.floor(step * len(run.curve) / steps) - 1
-    before = run.curve[last] if 0 <= last < len(run.curve) else math.inf
-    credit = min(0.0, seed_score(baseline, before, spread)) if math.isfinite(before) else -SCORE_CLIP
+    if not (0 <= last < min(len(run.curve), len(baseline.curve))):
+        return -SCORE_CLIP * (1 - done) - SCORE_CLIP * done
+    before, reference = run.curve[last], baseline.curve[last]
+    credit = min(0.0, seed_score(reference, before, spread)) if math.isfinite(before) else -SCORE_CLIP
     return -SCORE_CLIP * (1 - done) + done * credit
 
 
-def run_score(task: Task, run: RunResult, baseline: float) -> float:
-    """One seed's score on `task` against the baseline's metric on the same seed."""
-    value = run.metric(task.metric)
-    if not math.isfinite(value) and run.diverged_step is not None and math.isfinite(baseline):
+def run_score(task: Task, run: RunResult, baseline: RunResult) -> float:
+    """One seed's score on `task` against the baseline's run of the same seed."""
+    value, reference = run.metric(task.metric), baseline.metric(task.metric)
+    if not math.isfinite(value) and run.diverged_step is not None and math.isfinite(reference):
         return diverged_credit(run, baseline, task.steps, task.score_scale)
-    return seed_score(baseline, value, task.score_scale)
+    return seed_score(reference, value, task.score_scale)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +119,7 @@ class TaskScore:
 def score_task(task: Task, candidate: tuple[RunResult, ...], baseline: tuple[RunResult, ...], lr: float,
                diverged_everywhere: bool = False, tuned: TuneResult | None = None) -> TaskScore:
     """Per seed, the candidate's run against the baseline's run of the same seed."""
-    by_seed = {r.seed: r.metric(task.metric) for r in baseline}
+    by_seed = {r.seed: r for r in baseline}
     seed_scores = tuple(run_score(task, r, by_seed[r.seed]) for r in candidate)
     offset, runs = (tuned.offset, tuned.run_count) if tuned is not None else (None, 0)
     return TaskScore(task.name, statistics.median(seed_scores), seed_scores, lr, candidate, diverged_everywhere,
@@ -134,13 +140,35 @@ def entry_of(result: TuneResult) -> dict:
 ENTRY_KEYS = ("best_lr", "centre", "runs", "scored")
 
 
-class BaselineCache:
-    """Tuned AdamW per task, on disk."""
+# AdamW baselines of the built-in tasks for the presets' protocols, shipped with the package
+# (benchmarks/ship_baselines.py writes it), so that a first search on a fresh machine starts searching at
+# once. Read-only: a key it lacks (another task version, seeds, device or protocol) is tuned and cached as
+# usual; a damaged entry is a miss like any other.
+SHIPPED_BASELINES = Path(__file__).with_name("baselines.json")
+MAX_SHIPPED_BYTES = 64 << 20
 
-    def __init__(self, path: str | Path | None):
+
+class BaselineCache:
+    """Tuned AdamW per task, on disk (the user's cache, then the baselines shipped with the package)."""
+
+    def __init__(self, path: str | Path | None, shipped: str | Path | None = SHIPPED_BASELINES):
         self.path = Path(path) if path is not None else None
+        self.shipped_path = Path(shipped) if shipped is not None else None
         self._entries: dict[str, dict] = {}
+        self._shipped: dict[str, dict] | None = None
         self._load()
+
+    def _shipped_entries(self) -> dict[str, dict]:
+        if self._shipped is None:
+            self._shipped = {}
+            try:
+                if self.shipped_path is not None and self.shipped_path.is_file() \
+                        and self.shipped_path.stat().st_size <= MAX_SHIPPED_BYTES:
+                    entries = json.loads(self.shipped_path.read_text())
+                    self._shipped = entries if isinstance(entries, dict) else {}
+            except (OSError, ValueError, RecursionError):
+                self._shipped = {}  # a damaged file is only a cache: tune again
+        return self._shipped
 
     @staticmethod
     def key(task: Task, seeds: tuple[int, ...], device: str, protocol: TuningProtocol) -> str:
@@ -160,12 +188,17 @@ class BaselineCache:
             self._load()  # another process (the search's coordinator) may have added it since
         entry = self._entries.get(key)
         if entry is None:
+            entry = self._shipped_entries().get(key)
+        if entry is None:
             return None
         try:
-            runs = {float(lr): tuple(RunResult.from_dict(r) for r in results) for lr, results in entry["runs"]}
-            return TuneResult(float(entry["best_lr"]), float(entry["centre"]), runs,
-                              tuple(RunResult.from_dict(r) for r in entry["scored"]))
-        except (KeyError, TypeError, ValueError):
+            runs = {_positive_float(lr): tuple(_run_of(r) for r in results) for lr, results in entry["runs"]}
+            result = TuneResult(_positive_float(entry["best_lr"]), _positive_float(entry["centre"]), runs,
+                                tuple(_run_of(r) for r in entry["scored"]))
+            if not result.best or {r.seed for r in result.best} != set(fresh_or_tuning(seeds, protocol)):
+                return None  # not the runs this key promises
+            return result
+        except (KeyError, TypeError, ValueError, AttributeError):
             return None  # a damaged entry is only a cache miss: the baseline is tuned again
 
     def put(self, task: Task, seeds, device, protocol, result: TuneResult) -> None:
@@ -185,6 +218,27 @@ class BaselineCache:
             result = tune(task, baseline_spec(), seeds, device, _UNUSED_AUX_LR, protocol)
             self.put(task, seeds, device, protocol, result)
         return result
+
+
+def _positive_float(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"not a positive finite number: {value!r}")
+    return float(value)
+
+
+def _run_of(data) -> RunResult:
+    """A cached run, its fields checked (a hand-edited or hostile cache is a miss, never a crash later)."""
+    run = RunResult.from_dict(data)
+    numbers = (run.train_loss, run.eval_loss, run.seconds, *run.curve)
+    if type(run.seed) is not int or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
+        raise ValueError("a cached run with fields of the wrong type")
+    _positive_float(run.lr)
+    return run
+
+
+def fresh_or_tuning(seeds: tuple[int, ...], protocol: TuningProtocol) -> tuple[int, ...]:
+    """The seeds of the runs a tuned baseline scores with."""
+    return fresh(tuple(seeds)) if protocol.fresh_seeds else tuple(seeds)
 
 
 def tune_and_score(

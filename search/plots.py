@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from proxy_tasks.figures import DPI, curve_grid, curve_grid_figure, pyplot, save  # noqa: F401 -- re-used here
+from proxy_tasks.scoring import SCORE_CLIP
 from search.observers import Observer, Snapshot
 from search.records import FAILED
 
@@ -28,7 +29,7 @@ EVERY_SECONDS = 60.0  # plots are redrawn at checkpoints at most this often, and
 log = logging.getLogger("optsearch")
 
 
-CLIP = 3.0  # scores are clipped to [-CLIP, CLIP] per task (proxy_tasks/scoring.py)
+CLIP = SCORE_CLIP  # scores are clipped to [-CLIP, CLIP] per task (one source: proxy_tasks/scoring.py)
 # Where a Pareto label may go, in points from its point: nearest first, then further out (with a leader line).
 LABEL_OFFSETS = [(dx * r, dy * r) for r in (6, 14, 24, 36)
                  for dx, dy in ((1, 1), (1, -1.6), (-1, 1), (-1, -1.6), (0, 1.4), (0, -2), (1.2, 0), (-1.2, 0))]

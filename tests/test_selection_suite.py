@@ -240,10 +240,13 @@ def test_scores_are_standardised_by_the_tasks_panel_spread():
 
 def test_a_late_divergence_gets_partial_credit_and_never_beats_adamw():
     task = dataclasses.replace(TASKS["logistic"], steps=100)
+    adamw = _run(0, 1.0, curve=(1.0,) * 10)
     early, late = _run(0, math.inf, diverged=1), _run(0, math.inf, diverged=91, curve=(0.5,) * 10)
-    assert run_score(task, early, 1.0) == -SCORE_CLIP  # its first update blew up: it never trained
-    credit = run_score(task, late, 1.0)
+    assert run_score(task, early, adamw) == -SCORE_CLIP  # its first update blew up: it never trained
+    credit = run_score(task, late, adamw)
     assert -SCORE_CLIP < credit <= 0.0  # trained 90% of the way with a loss half AdamW's: credited, not above 0
     assert credit == pytest.approx(-SCORE_CLIP * 0.1)
-    halfway = diverged_credit(_run(0, math.inf, diverged=51, curve=(2.0,) * 10), 1.0, 100, 1.0)
+    # halfway, twice AdamW's minibatch loss at the same step (the curves are compared, whatever the metric)
+    halfway = diverged_credit(_run(0, math.inf, diverged=51, curve=(2.0,) * 10), adamw, 100, 1.0)
     assert halfway == pytest.approx(-1.5 + 0.5 * math.log(0.5))
+    assert run_score(task, _run(0, 0.5), adamw) == pytest.approx(math.log(2.0) / task.score_scale)
