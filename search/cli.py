@@ -1,18 +1,24 @@
-"""`optsearch`: the command line of the optimizer-discovery engine."""
+"""`optsearch`: the command line of the optimizer-discovery engine.
+
+Nothing heavy is imported before a command runs: `optsearch --help` and
+`--version` answer without torch (importing `primitives` imports it), so
+handlers import what they need, and so does main() once the arguments parse.
+"""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
-
-from primitives.errors import OptsearchError
 
 
 def _list_primitives(args: argparse.Namespace) -> int:
     from primitives import PRIMITIVE_SETS
 
+    if args.set not in PRIMITIVE_SETS:
+        raise command_error(f"unknown primitive set {args.set!r}; built-in: {', '.join(sorted(PRIMITIVE_SETS))}")
     primitive_set = PRIMITIVE_SETS[args.set]
     print(f"primitive set {primitive_set.name!r} ({len(primitive_set)} primitives, version {primitive_set.version})")
     for category in dict.fromkeys(p.category for p in primitive_set):
@@ -33,8 +39,22 @@ def _list_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
-class CommandError(OptsearchError):
-    """A command-line argument that cannot be used."""
+@functools.cache
+def _command_error_class() -> type:
+    from primitives.errors import OptsearchError
+
+    class CommandError(OptsearchError):
+        """A command-line argument that cannot be used."""
+
+    return CommandError
+
+
+def command_error(message: str) -> Exception:
+    """The error of a command-line argument that cannot be used (an OptsearchError: exit 2, one line).
+
+    Its class is made on first use: OptsearchError's package imports torch.
+    """
+    return _command_error_class()(message)
 
 
 def _positive_int(text: str) -> int:
@@ -64,14 +84,14 @@ def _device(text: str) -> str:
     try:
         device = torch.device(text)
     except (RuntimeError, ValueError):
-        raise CommandError(f"unknown device {text!r}: use cpu, cuda or cuda:N") from None
+        raise command_error(f"unknown device {text!r}: use cpu, cuda or cuda:N") from None
     if device.type not in ("cpu", "cuda"):
-        raise CommandError(f"device {text!r} is not supported: use cpu, cuda or cuda:N")
+        raise command_error(f"device {text!r} is not supported: use cpu, cuda or cuda:N")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise CommandError(f"device {text!r}: CUDA is not available on this machine")
+            raise command_error(f"device {text!r}: CUDA is not available on this machine")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise CommandError(f"device {text!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+            raise command_error(f"device {text!r}: this machine has {torch.cuda.device_count()} GPU(s)")
     return text
 
 
@@ -79,9 +99,9 @@ def _output_folder(path: str, force: bool) -> Path:
     """A folder to write results into: never a file, and not one that holds files unless --force."""
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
-        raise CommandError(f"--out {folder} is a file, not a folder")
+        raise command_error(f"--out {folder} is a file, not a folder")
     if folder.is_dir() and any(folder.iterdir()) and not force:
-        raise CommandError(f"--out {folder} is not empty; pass --force to overwrite what is there")
+        raise command_error(f"--out {folder} is not empty; pass --force to overwrite what is there")
     return folder
 
 
@@ -137,7 +157,7 @@ def _resume(args: argparse.Namespace, overrides: list[str]) -> int:
 
         _, saved = replay.read_config(RunStore(args.run_dir))
         if saved.evolution.primitive_set != args.primitive_set:
-            raise CommandError(f"the run used primitive set {saved.evolution.primitive_set!r}, "
+            raise command_error(f"the run used primitive set {saved.evolution.primitive_set!r}, "
                                f"not {args.primitive_set!r}")
         flags.append(f"evolution.primitive_set={args.primitive_set}")
     if args.dry_run:  # check the run directory as resume would, change nothing
@@ -153,7 +173,7 @@ def _resume(args: argparse.Namespace, overrides: list[str]) -> int:
 
 def _ui(args: argparse.Namespace) -> int:
     """The MLflow UI on the store, opened on the candidates of a search; nothing it starts outlives it."""
-    from search import tracking
+    from search import tracking, ui_process
 
     uri = tracking.tracking_uri(args.tracking_uri)
     if uri.startswith(("http://", "https://")):  # a running server: only the address to open
@@ -161,11 +181,23 @@ def _ui(args: argparse.Namespace) -> int:
         print(f"MLflow server {uri}: {url}")
         tracking.open_browser(url, args.no_browser)
         return 0
+    try:
+        ui_process.check_port(args.host, args.port)  # refused now, not after MLflow's minute of retries
+    except ui_process.UiError as exc:
+        raise command_error(str(exc)) from None
     url = tracking.view_url(f"http://{_url_host(args.host)}:{args.port}", tracking.ui_view(uri, args.experiment))
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
                "--port", str(args.port), "--workers", "1"]
-    print(f"MLflow UI for {uri}: {url}  (Ctrl-C stops it)", flush=True)
-    return tracking.serve(command, args.host, args.port, on_ready=lambda: tracking.open_browser(url, args.no_browser))
+    print(f"MLflow UI for {uri}: starting on {url}  (Ctrl-C stops it)", flush=True)
+
+    def ready() -> None:
+        print(f"ready: {url}", flush=True)
+        tracking.open_browser(url, args.no_browser)
+
+    try:
+        return ui_process.serve(command, args.host, args.port, on_ready=ready)
+    except ui_process.UiError as exc:
+        raise command_error(str(exc)) from None
 
 
 def _url_host(host: str) -> str:
@@ -257,7 +289,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def raise_user_error(message: str):
-    raise CommandError(message)
+    raise command_error(message)
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -312,10 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _listing_commands(commands) -> None:
-    from primitives import PRIMITIVE_SETS
-
     listing = commands.add_parser("list-primitives", help="print the primitive set with signatures and costs")
-    listing.add_argument("--set", default="all", choices=sorted(PRIMITIVE_SETS), help="which primitive set")
+    listing.add_argument("--set", default="all", help="which built-in primitive set (default: all)")
     listing.set_defaults(handler=_list_primitives)
 
     tasks = commands.add_parser("list-tasks", help="print the proxy-task suite")
@@ -423,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     bad = [item for item in extra if not (item.startswith("--") and "=" in item)]
     if bad:
         parser.error(f"unrecognized arguments: {' '.join(bad)} (config values are --section.key=value)")
+    from primitives.errors import OptsearchError  # after parsing: --help and --version need no torch
+
     try:
         return args.handler(args, extra) if getattr(args, "takes_overrides", False) else args.handler(args)
     except BrokenPipeError:  # `optsearch ... | head`

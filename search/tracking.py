@@ -110,26 +110,58 @@ def flatten(config: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a sqlite:/// store; None for any other store."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
 @contextlib.contextmanager
 def store_lock(uri: str):
-    """An exclusive lock beside a SQLite store while it is opened (and maybe created); no-op for others."""
-    if not uri.startswith("sqlite:///"):
+    """An exclusive lock beside a SQLite store while it is opened (and maybe created); no-op for others.
+
+    Another process may hold it for long (a search creating the store on a slow disk): waiting
+    for it is said, never silent.
+    """
+    database = sqlite_path(uri)
+    if database is None:
         yield
         return
-    database = Path(uri[len("sqlite:///"):])
     database.parent.mkdir(parents=True, exist_ok=True)
-    with open(database.with_name(database.name + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    lock = database.with_name(database.name + ".lock")
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("waiting for %s: another optsearch process holds it while it creates or opens the MLflow "
+                        "store %s (a process stopped with SIGSTOP or on a hung disk holds it until it goes on)",
+                        lock, database)
+            started = time.monotonic()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            log.warning("got %s after %.0f s", lock, time.monotonic() - started)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def open_client(uri: str):
-    """An MlflowClient on `uri`, its store created (under store_lock) if it is new."""
+def open_client(uri: str, reading: bool = False):
+    """An MlflowClient on `uri`, its store created (under store_lock) if it is new.
+
+    reading (leaderboard, ui): a store that is not there is an error, not created, and an
+    existing one is opened without the lock, so that nothing is written beside it (a store
+    in a read-only folder can be read).
+    """
     from mlflow.tracking import MlflowClient
 
+    database = sqlite_path(uri)
+    if reading and database is not None:
+        if not database.is_file():
+            raise TrackingError(f"no MLflow store at {database}: run a search here first (optsearch run), or name "
+                                f"the store with --tracking-uri (or MLFLOW_TRACKING_URI)")
+        if database.stat().st_size > 0:  # an empty file is a store another process is creating: wait for it
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)
+            return client
     with store_lock(uri):
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)  # the first call creates a new store's tables
@@ -608,7 +640,7 @@ def leaderboard(uri: str = "", experiment: str = "", top: int = 20) -> list[dict
 
 
 def _leaderboard(uri: str, experiment: str, top: int) -> list[dict[str, Any]]:
-    client = open_client(tracking_uri(uri))
+    client = open_client(tracking_uri(uri), reading=True)
     if experiment:
         found = client.get_experiment_by_name(experiment)
         if found is None:
@@ -649,18 +681,18 @@ def _number(text: str | None, kind=float) -> float | int | None:
 
 # --------------------------------------------------------------------------- optsearch ui
 
-GRACE_SECONDS = 10.0  # after Ctrl-C or SIGTERM, what the MLflow server gets to close its port
-STOP_SECONDS = 3.0  # then what is left of its processes gets to stop before it is killed
-
-
 def ui_view(uri: str, experiment: str = "") -> str | None:
     """The id of the experiment `optsearch ui` opens on (its candidates' view made if missing), or None."""
     _quiet_http()
     try:
-        client = open_client(uri)
+        client = open_client(uri, reading=True)
         found = ui_experiment(client, experiment)
         if found is not None:
-            prepare_experiment(client, found)
+            try:
+                prepare_experiment(client, found)
+            except Exception as exc:  # noqa: BLE001 -- a read-only store is still worth a look
+                log.warning("could not save the candidates' view in %s (%s); the UI opens on the experiment "
+                            "without it", uri, str(exc).splitlines()[0][:200])
         return None if found is None else found.experiment_id
     except TrackingError:
         raise
@@ -680,121 +712,3 @@ def open_browser(url: str, disabled: bool = False) -> None:
         webbrowser.open(url)
     except Exception:  # noqa: BLE001 -- the address is printed; a browser is a convenience
         pass
-
-
-def serve(command: list[str], host: str, port: int, on_ready=None, grace: float = GRACE_SECONDS) -> int:
-    """Run a server in a process group of its own until it exits or this process gets SIGINT or SIGTERM.
-
-    A signal is forwarded to the whole group (MLflow 3's server starts uvicorn workers and huey_consumer
-    processes); what is still there `grace` seconds later, or at a second signal, is killed. The
-    processes of the group and every descendant seen are stopped however the server ends, so nothing
-    outlives this call. Returns 0 after a signal, else the server's exit status.
-    """
-    import signal
-    import subprocess
-
-    server = subprocess.Popen(command, start_new_session=True)
-    group, seen, stopping = server.pid, set(), []
-
-    def forward(signum, _frame):
-        stopping.append(time.monotonic())
-        _signal(group, seen, signum if len(stopping) == 1 else signal.SIGKILL)
-
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        ready = on_ready is None
-        while server.poll() is None:
-            seen |= _processes(group)
-            if stopping and (time.monotonic() - stopping[0] > grace or not _listening(host, port)):
-                break  # the server has closed its port (MLflow's own process never exits by itself) or is late
-            if not ready and _listening(host, port):
-                ready = True
-                on_ready()
-            time.sleep(0.2)
-    finally:
-        seen |= _processes(group)
-        _stop(server, seen, signal.SIGTERM, 0.0 if len(stopping) > 1 else min(grace, STOP_SECONDS))
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0 if stopping else server.returncode
-
-
-def _listening(host: str, port: int) -> bool:
-    import socket
-
-    try:
-        with socket.create_connection(("127.0.0.1" if host in ("0.0.0.0", "::", "") else host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _stat(pid: int) -> tuple[int, int, int, str] | None:
-    """(parent, process group, start time, state) of a process, from /proc; None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return int(fields[1]), int(fields[2]), int(fields[19]), fields[0]
-
-
-def _processes(group: int) -> set[tuple[int, int]]:
-    """(pid, start time) of the processes in `group` and of their descendants (Linux; empty elsewhere)."""
-    if not os.path.isdir("/proc"):
-        return set()
-    table = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit() and (stat := _stat(int(name))) is not None:
-            table[int(name)] = stat
-    found = {pid for pid, (_, pgrp, _, _) in table.items() if pgrp == group}
-    frontier = set(found) | {group}
-    while frontier:
-        frontier = {pid for pid, (ppid, _, _, _) in table.items() if ppid in frontier and pid not in found}
-        found |= frontier
-    return {(pid, table[pid][2]) for pid in found if pid in table}
-
-
-def _alive(seen: set[tuple[int, int]]) -> set[int]:
-    """Which of the processes seen still run (the same start time: not a reused pid; zombies are gone)."""
-    alive = set()
-    for pid, started in seen:
-        stat = _stat(pid)
-        if stat is not None and stat[2] == started and stat[3] != "Z":
-            alive.add(pid)
-    return alive
-
-
-def _signal(group: int, seen: set[tuple[int, int]], signum) -> None:
-    for send, target in [(os.killpg, group)] + [(os.kill, pid) for pid in _alive(seen)]:
-        try:
-            send(target, signum)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-def _stop(server, seen: set[tuple[int, int]], signum, grace: float) -> None:
-    """Ask what is left of the server's group and its descendants to stop; kill what is there after `grace`."""
-    import signal
-
-    group, deadline = server.pid, time.monotonic() + grace
-
-    def left() -> bool:
-        server.poll()  # a zombie leader still counts as a member of its group until it is reaped
-        return _group_alive(group) or bool(_alive(seen))
-
-    if left():
-        _signal(group, seen, signum)
-    while time.monotonic() < deadline and left():
-        time.sleep(0.1)
-    if left():
-        _signal(group, seen, signal.SIGKILL)
-    server.wait()
-
-
-def _group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False

@@ -87,35 +87,142 @@ def stop_ui(process: subprocess.Popen, how=signal.SIGTERM) -> None:
             process.wait()
 
 
+def _store(tmp_path) -> str:
+    from search.tracking import open_client
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    open_client(uri)  # a store a search made (the UI creates none)
+    return uri
+
+
+def _wait_for_line(process: subprocess.Popen, text: str, seconds: float = 180) -> str:
+    """What the process printed up to the first line holding `text` (its stdout is a pipe of lines)."""
+    import select
+
+    seen, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if select.select([process.stdout], [], [], 1.0)[0]:
+            line = process.stdout.readline()
+            seen.append(line)
+            if text in line:
+                return "".join(seen)
+            if not line:
+                break
+    raise AssertionError(f"no {text!r} from optsearch ui within {seconds} s: {''.join(seen)}")
+
+
 @pytest.mark.e2e
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads the process table from /proc")
-def test_ui_stops_its_mlflow_server_and_everything_it_started_on_sigterm(tmp_path):
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL], ids=["SIGTERM", "SIGHUP", "kill -9"])
+def test_ui_stops_its_mlflow_server_and_everything_it_started(tmp_path, how):
+    """A signal is forwarded to the server's group; a kill -9 of optsearch ui leaves its watchdog to stop it."""
     port = _free_port()
-    ui = start_ui(f"sqlite:///{tmp_path / 'mlflow.db'}", port)
+    ui = start_ui(_store(tmp_path), port)
     try:
+        printed = _wait_for_line(ui, "ready: ")
+        assert f"ready: http://127.0.0.1:{port}/" in printed
         _wait_for_port(port, ui)
         time.sleep(3)  # MLflow 3 starts its job runner and huey_consumer processes after the port opens
         below = _descendants(ui.pid)
         groups = {_table()[pid][1] for pid in below if pid in _table()}
         assert len(below) >= 2, f"expected MLflow's server processes below optsearch ui, found {below}"
-        assert ui.pid not in groups  # the server runs in a process group of its own
+        groups.discard(ui.pid)  # optsearch ui's own group: itself and its watchdog
+        assert groups, "the server runs in a process group of its own"
         started = time.monotonic()
-        stop_ui(ui)
-        assert ui.returncode == 0, ui.stdout.read()
+        ui.send_signal(how)
+        ui.wait(timeout=60)
+        assert ui.returncode == (-signal.SIGKILL if how == signal.SIGKILL else 0), ui.stdout.read()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # after a kill -9 the watchdog needs a moment
+            table = _table()
+            survivors = [pid for pid, start in below.items() if pid in table and table[pid][2] == start]
+            if not survivors:
+                break
+            time.sleep(0.5)
         assert time.monotonic() - started < 30
     finally:
         stop_ui(ui, signal.SIGKILL)
-    table = _table()
-    survivors = [pid for pid, start in below.items() if pid in table and table[pid][2] == start]
     assert not survivors, f"processes outlived optsearch ui: {survivors}"
-    assert not [pid for pid, (_, group, _) in table.items() if group in groups], "the server's group outlived it"
+    assert not [pid for pid, (_, group, _) in _table().items() if group in groups], "the server's group outlived it"
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
 
+def test_ui_refuses_a_busy_port_up_front(tmp_path, capsys, monkeypatch):
+    from search import ui_process
+
+    monkeypatch.setattr(ui_process, "serve", lambda *a, **k: pytest.fail("a server was started on a busy port"))
+    uri = _store(tmp_path)
+    capsys.readouterr()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main(["ui", "--tracking-uri", uri, "--port", str(port), "--no-browser"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"port {port} on 127.0.0.1 is in use" in err and err.count("\n") == 1, err
+
+
+def test_leaderboard_and_ui_without_a_store_say_so_and_create_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["leaderboard"]) == 2
+    assert f"no MLflow store at {tmp_path / 'mlflow.db'}" in capsys.readouterr().err
+    assert main(["ui", "--no-browser", "--port", str(_free_port())]) == 2
+    assert "no MLflow store" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_reading_a_store_writes_nothing_beside_it_so_a_read_only_folder_works(tmp_path, capsys):
+    """leaderboard and the UI's look-up take no lock and create nothing: a read-only folder can be read."""
+    from search import tracking
+
+    folder = tmp_path / "store"
+    folder.mkdir()
+    uri = _store(folder)
+    (folder / "mlflow.db.lock").unlink()
+    client = tracking.open_client(uri, reading=True)
+    experiment = client.create_experiment("optsearch-x", tags=tracking.experiment_tags())
+    client.create_run(experiment, tags={"optsearch.kind": "search"})
+    before = sorted(os.listdir(folder))
+    if os.geteuid() != 0:  # root writes into a read-only folder anyway: only the listing shows it then
+        folder.chmod(0o555)
+    try:
+        assert main(["leaderboard", "--tracking-uri", uri]) == 0
+        assert "no candidate scored" in capsys.readouterr().out
+        assert tracking.ui_view(uri) == experiment
+    finally:
+        folder.chmod(0o755)
+    assert sorted(os.listdir(folder)) == before
+
+
+def test_a_held_store_lock_is_said_not_waited_on_silently(tmp_path, caplog):
+    import fcntl
+    import logging
+    import threading
+
+    from search import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with open(tmp_path / "mlflow.db.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with caplog.at_level(logging.WARNING, logger="optsearch.tracking"):
+            opened = threading.Thread(target=tracking.open_client, args=(uri,))
+            opened.start()
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not caplog.records:
+                time.sleep(0.05)
+            assert opened.is_alive()  # it waits for the lock ...
+            fcntl.flock(held, fcntl.LOCK_UN)
+            opened.join(60)
+    said = [r.getMessage() for r in caplog.records]
+    assert any(f"waiting for {tmp_path / 'mlflow.db.lock'}" in m for m in said), said  # ... and says so
+    assert any("got" in m for m in said) and not opened.is_alive()
+
+
 def test_ui_refuses_an_experiment_that_does_not_exist(tmp_path, capsys):
-    assert main(["ui", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--experiment", "nope",
-                 "--no-browser"]) == 2
+    assert main(["ui", "--tracking-uri", _store(tmp_path), "--experiment", "nope", "--no-browser",
+                 "--port", str(_free_port())]) == 2
     assert "no experiment named 'nope'" in capsys.readouterr().err
 
 
