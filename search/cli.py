@@ -144,8 +144,20 @@ def _run(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.dry_run:
         print(json.dumps(config.to_dict(), indent=1))
         return 0
-    result = engine.run(config, run_dir=args.run_dir, observers=_observers(config, args.log_every))
+    run_dir = args.run_dir
+    if run_dir is None and not config.persistence.run_id:
+        run_dir = Path(config.persistence.run_dir) / new_run_id(config)
+    result = engine.run(config, run_dir=run_dir, observers=_observers(config, args.log_every))
     return 0 if result.stopped_by != "interrupted" else 130
+
+
+def new_run_id(config) -> str:
+    """<preset>-<UTC time>-<6 hex digits>: two searches started in one folder in the same second get two ids."""
+    import secrets
+
+    from search import engine
+
+    return f"{engine.default_run_id(config)}-{secrets.token_hex(3)}"
 
 
 def _resume(args: argparse.Namespace, overrides: list[str]) -> int:
