@@ -163,14 +163,50 @@ def _signed(value) -> str:
     return "-" if value is None else f"{value:+.3f}"
 
 
+# Fields whose text has lines of its own (a program, a traceback); every other string is one line.
+MULTILINE = frozenset({"program_text", "reason", "program"})
+
+
+def printable(text: str, lines: bool = False) -> str:
+    """`text` with control characters (a terminal's escape sequences, bidi overrides, ...) written as escapes.
+
+    Strings in a run directory or an MLflow store are anyone's: printed as they are, ESC [ ... could
+    rewrite the terminal, and a newline forge a line of the table. lines: keep newlines (and tabs).
+    """
+    import unicodedata
+
+    kept = "\n\t" if lines else ""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() or ch in kept or unicodedata.category(ch) == "Zs"
+                   else f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}" if ord(ch) < 0x10000
+                   else f"\\U{ord(ch):08x}" for ch in text)
+
+
+def _printable(value, key: str = ""):
+    """Every string in `value` (keys too) made printable; objects (hall-of-fame members) as they are."""
+    if isinstance(value, str):
+        return printable(value, lines=key in MULTILINE)
+    if isinstance(value, dict):
+        return {_printable(k): _printable(v, k if isinstance(k, str) else "") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_printable(v, key) for v in value]
+    return value
+
+
 def render(kind: str, data, output: str = "table") -> str:
-    """kind: "show" (a summary), "candidate" or "leaderboard" (rows); output: table, json or csv."""
+    """kind: "show" (a summary), "candidate" or "leaderboard" (rows); output: table, json or csv.
+
+    JSON escapes control characters itself; a table and CSV get them escaped (printable), and a
+    CSV cell that a spreadsheet would run as a formula is quoted as text (_cell).
+    """
     if output == "json":
         if kind == "show":
             data = {**data, "hall_of_fame": [member_record(m) for m in data["hall_of_fame"]]}
         elif kind == "leaderboard":
             data = [{"rank": rank, **row} for rank, row in enumerate(data, start=1)]
         return json.dumps(_plain(data), indent=1)
+    data = _printable(data)  # one line per string where the table has one; hall-of-fame members: below
     if output == "csv":
         if kind == "show":
             rows = [{"run": data["run"], **member_record(m)} for m in data["hall_of_fame"]]
@@ -178,7 +214,8 @@ def render(kind: str, data, output: str = "table") -> str:
         if kind == "candidate":
             return _csv(data["tasks"], TASK_FIELDS)
         return _csv([{"rank": rank, **row} for rank, row in enumerate(data, start=1)], LEADERBOARD_FIELDS)
-    return {"show": text, "candidate": candidate_text, "leaderboard": leaderboard_text}[kind](data)
+    table = {"show": text, "candidate": candidate_text, "leaderboard": leaderboard_text}[kind](data)
+    return printable(table, lines=True)  # what the objects (hall-of-fame members) wrote, too
 
 
 def _plain(value):
@@ -202,10 +239,20 @@ def _csv(rows: list[dict[str, Any]], fields: tuple[str, ...]) -> str:
     return out.getvalue().rstrip("\n")
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as the start of a formula
+
+
 def _cell(value) -> str:
-    """A CSV field on one line: a program's lines joined with '; ', nothing for a missing value."""
+    """A CSV field on one line: a program's lines joined with '; ', nothing for a missing value.
+
+    A string a spreadsheet would evaluate (=HYPERLINK(...), +cmd, -2+3, @SUM) is prefixed with a
+    single quote, the usual defence against CSV injection; numbers, negative ones too, stay numbers.
+    """
     if value is None:
         return ""
-    if isinstance(value, str) and "\n" in value:
-        return "; ".join(line.strip() for line in value.splitlines() if line.strip())
+    if isinstance(value, str):
+        if "\n" in value:
+            value = "; ".join(line.strip() for line in value.splitlines() if line.strip())
+        value = printable(value)
+        return "'" + value if value.startswith(FORMULA_STARTS) else value
     return value

@@ -230,3 +230,40 @@ def test_a_real_resume_draws_plots_from_valid_unusual_curves(run_dir, capsys):
     code, out, err = _cli(["resume", str(run_dir), "--dry-run"], capsys)
     assert code == 0, err
     assert loss_curves(first, {task: [1.0, 0.5]}, run_dir / "curves.png") is not None
+
+
+# ---------------------------------------------------------------------------
+# 7. What show prints from events: no terminal escapes, no spreadsheet formulas.
+
+ESCAPES = "\x1b]0;owned\x07\x1b[2J\x1b[31m\u202e\r"
+
+
+def test_show_escapes_control_characters_and_quotes_formula_cells(run_dir, capsys):
+    import csv
+    import io
+
+    path = run_dir / "events.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    candidates = [r for r in records if r["type"] == "candidate"]
+    for record in candidates:
+        record["mutation"] = "=cmd|' /C calc'!A0" + ESCAPES + "\nforged line"
+        record["tasks"] = {"=HYPERLINK(\"http://x\")" + ESCAPES: {**entry, "score": -0.5, "lr": -1.0}
+                           for entry in record["tasks"].values()}
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    (run_dir / "checkpoint.json").unlink()  # its summary holds the old events' hashes
+    first = str(candidates[0]["id"])
+    outputs = {}
+    for args in ([], [first], ["--format", "csv"], [first, "--format", "csv"]):
+        code, out, err = _cli(["show", str(run_dir), *args], capsys)
+        assert code == 0, err
+        assert not any(ch in out for ch in "\x1b\x07\r\u202e"), (args, out)
+        outputs[tuple(args)] = out
+    assert "\\x1b[2J" in outputs[()] and "\\x1b[2J" in outputs[(first,)]
+    assert "\nforged line" not in outputs[(first,)]  # a one-line field stays one line
+    rows = list(csv.DictReader(io.StringIO(outputs[(first, "--format", "csv")])))
+    assert rows and all(row["task"].startswith("'=HYPERLINK") for row in rows)
+    assert all(row["score"] == "-0.5" and row["lr"] == "-1.0" for row in rows)  # negative numbers stay numbers
+    members = list(csv.DictReader(io.StringIO(outputs[("--format", "csv")])))
+    assert members and all(row["mutation"].startswith("'=cmd") for row in members)
+    code, out, _ = _cli(["show", str(run_dir), first, "--format", "json"], capsys)
+    assert code == 0 and "\x1b" not in out and json.loads(out)["mutation"].startswith("=cmd|' /C calc'!A0\x1b")
