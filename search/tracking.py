@@ -115,6 +115,21 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
 
 
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment of a SQLite store keeps its artifacts: mlruns/ beside the database.
+
+    MLflow's default is ./mlruns of whatever folder the process runs in, so a search (or a
+    test) in one folder tracking into a store in another scattered artifacts into the first.
+    Other stores keep their own default (None).
+    """
+    import uuid
+
+    database = sqlite_path(uri)
+    if database is None:
+        return None
+    return (database.absolute().parent / "mlruns" / uuid.uuid4().hex).as_uri()
+
+
 @contextlib.contextmanager
 def store_lock(uri: str):
     """An exclusive lock beside a SQLite store while it is opened (and maybe created); no-op for others.
@@ -367,7 +382,8 @@ class MlflowTracker(Observer):
         experiment = self.client.get_experiment_by_name(name)
         if experiment is None:
             try:
-                self.experiment_id = self.client.create_experiment(name, tags=experiment_tags())
+                self.experiment_id = self.client.create_experiment(name, tags=experiment_tags(),
+                                                                   artifact_location=artifact_location(self.uri))
             except Exception:  # noqa: BLE001 -- another search created it first: use theirs
                 experiment = self.client.get_experiment_by_name(name)
                 if experiment is None:

@@ -316,3 +316,13 @@ def test_a_parent_run_the_store_lacks_is_replaced_and_said_so(tmp_path, change):
     (new,) = parents
     assert new != old and children[new] == 5
     assert json.loads((folder / "tracking.json").read_text()) == {"uri": uri, "parent_run_id": new}
+
+
+def test_artifacts_go_beside_the_store_not_into_the_working_folder(tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    run(behaviour("stop.max_evals=2"), run_dir=tmp_path / "run", observers=[MlflowTracker(uri)])
+    assert list(elsewhere.iterdir()) == []
+    assert list((tmp_path / "store" / "mlruns").rglob("program.json"))
