@@ -238,7 +238,8 @@ def _run_of(data) -> RunResult:
 
 def fresh_or_tuning(seeds: tuple[int, ...], protocol: TuningProtocol) -> tuple[int, ...]:
     """The seeds of the runs a tuned baseline scores with."""
-    return fresh(tuple(seeds)) if protocol.fresh_seeds else tuple(seeds)
+    # a protocol without the field (a study's own key object) scores fresh seeds, as the default does
+    return fresh(tuple(seeds)) if getattr(protocol, "fresh_seeds", True) else tuple(seeds)
 
 
 def tune_and_score(
