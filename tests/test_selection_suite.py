@@ -250,3 +250,51 @@ def test_a_late_divergence_gets_partial_credit_and_never_beats_adamw():
     halfway = diverged_credit(_run(0, math.inf, diverged=51, curve=(2.0,) * 10), adamw, 100, 1.0)
     assert halfway == pytest.approx(-1.5 + 0.5 * math.log(0.5))
     assert run_score(task, _run(0, 0.9), adamw) == pytest.approx(math.log(1 / 0.9) / task.score_scale)
+
+
+# ---------------------------------------------------------------- baselines shipped with the package
+
+def _entry(seeds, lr=0.01):
+    runs = [RunResult(s, lr, 1.0, 1.0, (1.0,), None, 0.0).to_dict() for s in seeds]
+    return {"best_lr": lr, "centre": lr, "runs": [[lr, runs]], "scored": [dict(r, seed=r["seed"]) for r in
+                                                                          [RunResult(s, lr, 1.0, 1.0, (1.0,), None,
+                                                                                     0.0).to_dict()
+                                                                           for s in tuning.fresh(seeds)]]}
+
+
+def test_a_shipped_baseline_is_used_on_a_miss_and_a_damaged_one_is_a_miss(tmp_path):
+    import json
+
+    from proxy_tasks.scoring import BaselineCache
+
+    task, seeds, protocol = TASKS["logistic"], (0, 1), TuningProtocol()
+    key = BaselineCache.key(task, seeds, "cpu", protocol)
+    shipped = tmp_path / "shipped.json"
+    shipped.write_text(json.dumps({key: _entry(seeds)}))
+    cache = BaselineCache(tmp_path / "user.json", shipped=shipped)
+    assert cache.get(task, seeds, "cpu", protocol).best_lr == 0.01
+    assert not (tmp_path / "user.json").exists()  # reading a shipped entry writes nothing
+    hostile = [{**_entry(seeds), "best_lr": "nan"}, {**_entry(seeds), "best_lr": -1.0}, {**_entry(seeds), "runs": 7},
+               {**_entry((5, 6))}, {**_entry(seeds), "scored": [{"seed": "0"}]}, [], "x"]
+    for entry in hostile:
+        shipped.write_text(json.dumps({key: entry}))
+        assert BaselineCache(tmp_path / "user.json", shipped=shipped).get(task, seeds, "cpu", protocol) is None
+    for text in ("{", "[1, 2]", "\x00" * 10):
+        shipped.write_text(text)
+        assert BaselineCache(tmp_path / "user.json", shipped=shipped).get(task, seeds, "cpu", protocol) is None
+
+
+def test_the_quickstart_starts_without_tuning_a_baseline():
+    """Every baseline the quickstart asks for ships with the package (benchmarks/ship_baselines.py)."""
+    from proxy_tasks.scoring import BaselineCache
+    from search.evaluation import ProxyTaskEvaluator
+
+    config = config_module.load("quickstart", overrides=["tracking.enabled=false"])
+    evaluator = ProxyTaskEvaluator(config, ALL, None)
+    shipped = BaselineCache(None)  # nothing but the shipped file
+    evaluator.baselines = shipped
+    evaluator.transfer.baselines = shipped
+    missing = [t.name for t in evaluator.all_tasks
+               if shipped.get(t, evaluator.seeds, evaluator.device, evaluator.protocol) is None]
+    missing += [f"{name} (transfer)" for name in evaluator.transfer.missing_baselines()]
+    assert not missing, f"re-run benchmarks/ship_baselines.py: no shipped baseline for {missing}"
