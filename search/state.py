@@ -231,7 +231,8 @@ class SearchState:
         return self.unscored_members()
 
     def unscored_members(self) -> list[int]:
-        return [m.id for m in self.hall_of_fame.members if m.held_out is None and m.id not in self.held_out_pending]
+        """Members the hall of fame shows (ranked(): those that beat AdamW) with no held-out score yet."""
+        return [m.id for m in self.hall_of_fame.ranked() if m.held_out is None and m.id not in self.held_out_pending]
 
     def plateau(self) -> bool:
         """Whether the population should restart from its best (evolution.plateau evaluations without progress)."""
