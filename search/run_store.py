@@ -93,11 +93,21 @@ def open_file(path: Path, flags: int, mode: int = 0o666) -> int:
     writing = flags & (os.O_WRONLY | os.O_RDWR)
     if not stat.S_ISREG(info.st_mode) or (writing and info.st_nlink > 1):
         os.close(fd)
-        what = "has another hard link" if stat.S_ISREG(info.st_mode) else "is not a regular file (a FIFO, a device ...)"
-        raise RunDirError(f"{path} {what}; the files of a run directory must be its own regular files "
-                          f"(refused; nothing was changed)")
+        _check_own_file(path, info)
     fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
     return fd
+
+
+def _check_own_file(path: Path, info: os.stat_result) -> None:
+    """A file of the run's own: regular, and with no other hard link (a write to it would be another file's)."""
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a regular file (a FIFO, a device, a folder ...)"
+    elif info.st_nlink > 1:
+        kind = "a file with another hard link"
+    else:
+        return
+    raise RunDirError(f"{path} is {kind}; the files of a run directory must be its own regular files "
+                      f"(refused; nothing was changed)")
 
 
 def read_file(path: Path, limit: int | None = None) -> bytes:
@@ -198,23 +208,17 @@ class RunStore:
         written by its name (progress.png, ...) and every PNG in it is read for
         MLflow, so it must be a folder of regular files, not a link.
         """
-        for name in RUN_FILES:
-            path = self.path / name
-            if os.path.lexists(path):
-                info = os.lstat(path)
-                if not stat.S_ISREG(info.st_mode):
-                    kind = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a regular file"
-                    raise RunDirError(f"{path} is {kind}; the files of a run directory must be regular files "
-                                      f"(refused; nothing was changed)")
         plots = self.path / PLOTS
+        paths = [self.path / name for name in RUN_FILES]
         if os.path.lexists(plots):
             if not stat.S_ISDIR(os.lstat(plots).st_mode):
                 raise RunDirError(f"{plots} is not a folder (a symbolic link?); plots are written into it "
                                   f"(refused; nothing was changed)")
-            for entry in os.scandir(plots):
-                if not entry.is_file(follow_symlinks=False):
-                    raise RunDirError(f"{entry.path} is not a regular file; plots/ holds only the run's plots "
-                                      f"(refused; nothing was changed)")
+            paths += [Path(entry.path) for entry in os.scandir(plots)]
+        for path in paths:
+            if os.path.lexists(path):
+                _check_own_file(path, os.lstat(path))
+
 
     @property
     def config_path(self) -> Path:

@@ -2,7 +2,9 @@
 
 Whatever the input, a command ends with exit status 0 (it was fine) or 2 (a
 clear one-line error), never a traceback, and never changes a run directory
-it only reads (show, export, resume --dry-run). Hypothesis runs with a fixed
+it only reads (show, export, resume --dry-run). A real resume of a damaged run
+(a tampered value or curve, a link or a special file planted in it) also ends
+with 0 or 2, and writes nothing through a link into a file outside the run. Hypothesis runs with a fixed
 seed (tests/conftest.py's profile), so CI sees the same cases every time.
 """
 
@@ -13,7 +15,7 @@ import math
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from primitives.known import KNOWN_PROGRAMS
@@ -174,16 +176,27 @@ def _write_run(folder: Path, files: dict[str, bytes]) -> None:
         (folder / name).write_bytes(data)
 
 
+# What plots, MLflow and show read from a task's entry: its loss curve and numbers.
+CURVES = st.one_of(NASTY, st.lists(NASTY, max_size=4), st.lists(st.floats(), max_size=4))
+
+
 @st.composite
 def damaged_runs(draw, files):
-    """The finished run with one of its JSON files changed: a value replaced, a record dropped or repeated."""
+    """The finished run with one of its JSON files changed: a value replaced, a record dropped or repeated,
+    or a task's curve or number tampered with."""
     name = draw(st.sampled_from(["config.json", "checkpoint.json", "events.jsonl"]))
     files = dict(files)
     if name == "events.jsonl":
         records = [json.loads(line) for line in files[name].decode().splitlines()]
         index = draw(st.integers(0, len(records) - 1))
-        action = draw(st.sampled_from(["mutate", "drop", "repeat", "truncate"]))
-        if action == "mutate":
+        action = draw(st.sampled_from(["mutate", "drop", "repeat", "truncate", "curve"]))
+        with_tasks = [i for i, r in enumerate(records) if isinstance(r.get("tasks"), dict) and r["tasks"]]
+        if action == "curve" and with_tasks:
+            record = records[draw(st.sampled_from(with_tasks))]
+            task = draw(st.sampled_from(sorted(record["tasks"])))
+            key = draw(st.sampled_from(["curve", "curve", "lr", "train_loss", "eval_loss"]))
+            record["tasks"][task] = {**record["tasks"][task], key: draw(CURVES)}
+        elif action == "mutate":
             records[index] = draw(mutated(records[index]))
         elif action == "drop":
             records.pop(index)
@@ -209,3 +222,120 @@ def test_fuzzed_run_directories_are_read_or_refused_and_never_changed(tmp_path_f
     _ok(main(["resume", str(folder), "--dry-run"]), capsys)
     _ok(main(["export", str(folder), "0", "--name", "Fuzzed", "--out", str(folder.parent / "out")]), capsys)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+# --- a real resume, and links or special files planted in a run directory -------------------------------
+
+# Each example searches: 10 keep CI short (FUZZ_RESUME_EXAMPLES=500 to explore).
+FUZZ_RESUME = settings(FUZZ, max_examples=int(__import__("os").environ.get("FUZZ_RESUME_EXAMPLES", 10)))
+PLANTED = ["config.json", "events.jsonl", "checkpoint.json", "hall_of_fame.json", "lock", "timings.jsonl",
+           "tracking.json", "identity.json", "plots", "plots/progress.png", "plots/.pareto.png.partial"]
+ATTACKS = ["link to a file of the user's", "link to a folder of the user's", "link to /dev/zero", "dangling link",
+           "FIFO", "folder", "hard link to a file of the user's"]
+
+
+@pytest.fixture
+def no_hang():
+    """A command that would block (a FIFO read without end) fails the test after 60 s instead of hanging CI."""
+    import signal
+
+    def timeout(signum, frame):
+        raise AssertionError("blocked on a special file")
+
+    previous = signal.signal(signal.SIGALRM, timeout)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def _plant(folder: Path, victim: Path, name: str, attack: str) -> None:
+    import os
+
+    path = folder / name
+    path.parent.mkdir(exist_ok=True)
+    if path.is_dir() and not path.is_symlink():
+        path.rmdir() if not any(path.iterdir()) else None
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    if attack == "link to a file of the user's":
+        os.symlink(victim / "notes.txt", path)
+    elif attack == "link to a folder of the user's":
+        os.symlink(victim, path)
+    elif attack == "link to /dev/zero":
+        os.symlink("/dev/zero", path)
+    elif attack == "dangling link":
+        os.symlink(victim / "nothing-here", path)
+    elif attack == "FIFO":
+        os.mkfifo(path)
+    elif attack == "folder":
+        path.mkdir()
+    else:
+        os.link(victim / "notes.txt", path)
+
+
+def _victim(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "notes.txt").write_text("the user's notes\n")
+    return folder
+
+
+def _untouched(victim: Path) -> bool:
+    return sorted(p.name for p in victim.iterdir()) == ["notes.txt"] and \
+        (victim / "notes.txt").read_text() == "the user's notes\n"
+
+
+@pytest.mark.e2e
+@FUZZ_RESUME
+@given(st.data())
+def test_a_real_resume_of_a_damaged_run_ends_cleanly(tmp_path_factory, capsys, finished_run, no_hang, data):
+    files = data.draw(damaged_runs(finished_run))
+    folder = tmp_path_factory.mktemp("resumed") / "run"
+    _write_run(folder, files)
+    _ok(main(["resume", str(folder), "--max-evals", "14"]), capsys)
+
+
+@pytest.mark.e2e
+@FUZZ_RESUME
+@given(st.sampled_from(["curve", "lr", "train_loss", "eval_loss"]), CURVES)
+@example("curve", "abc")
+@example("curve", [[1.0]])
+@example("curve", [None, 1.0])
+@example("curve", [float("nan"), float("inf")])  # numbers the engine may write: kept
+@example("lr", "0.1")
+def test_a_real_resume_after_a_tampered_task_entry_ends_cleanly(tmp_path_factory, capsys, finished_run, key, value):
+    files = dict(finished_run)
+    records = [json.loads(line) for line in files["events.jsonl"].decode().splitlines()]
+    for record in records:  # every candidate's: the best one's is what plots draw
+        for entry in (record.get("tasks") or {}).values():
+            entry[key] = value
+    files["events.jsonl"] = "".join(_dump(r) + "\n" for r in records).encode()
+    folder = tmp_path_factory.mktemp("tampered") / "run"
+    _write_run(folder, files)
+    code = main(["resume", str(folder), "--dry-run"])
+    _ok(code, capsys)
+    _ok(main(["resume", str(folder), "--max-evals", "14"]), capsys)
+
+
+@pytest.mark.e2e
+@FUZZ_RESUME
+@given(st.sampled_from(PLANTED), st.sampled_from(ATTACKS))
+@example("lock", "link to a file of the user's")
+@example("events.jsonl", "link to /dev/zero")
+@example("events.jsonl", "FIFO")
+@example("plots", "link to a folder of the user's")
+@example("plots/progress.png", "link to a file of the user's")
+@example("plots/.pareto.png.partial", "hard link to a file of the user's")
+@example("timings.jsonl", "link to a file of the user's")
+def test_links_and_special_files_in_a_run_directory_are_refused(tmp_path_factory, capsys, finished_run, no_hang,
+                                                                 name, attack):
+    base = tmp_path_factory.mktemp("planted")
+    victim = _victim(base / "users")
+    folder = base / "run"
+    _write_run(folder, finished_run)
+    _plant(folder, victim, name, attack)
+    for args in (["show", str(folder)], ["resume", str(folder), "--dry-run"],
+                 ["export", str(folder), "0", "--name", "Fuzzed", "--out", str(base / "out")],
+                 ["resume", str(folder), "--max-evals", "14"]):
+        _ok(main(args), capsys)
+        assert _untouched(victim), (args, name, attack)
