@@ -21,9 +21,10 @@ runs/<run_id>/
 
 Everything is JSON: nothing is ever unpickled or evaluated from a run
 directory. Its files are opened without following symbolic links and must be
-regular files of bounded size (check_files, open_file): a run directory may come
-from someone else, and a link named events.jsonl or lock must not make a resume
-write into, or read without end from, a file that is not the run's. A truncated last line (the write a kill interrupted) is cut off
+the run's own regular files of bounded size (check_files, open_file): a run
+directory may come from someone else, and a link named events.jsonl or lock
+must not make a resume write into, or read without end from, a file that is
+not the run's. A truncated last line (the write a kill interrupted) is cut off
 before anything new is appended; any other damage is an error that names
 the file and line and changes nothing.
 """
@@ -62,15 +63,15 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 LOCK_FILE = "lock"
 PLOTS = "plots"
-# The files a run's processes read or write (plots/ holds only files too): none may be a link or a special file.
 IDENTITY = "identity.json"
 RUN_UUID = re.compile(r"[0-9a-f]{32}\Z")
+# The files a run's processes read or write (plots/ holds only files too): none may be a link or a special file.
 RUN_FILES = ("config.json", "events.jsonl", "checkpoint.json", HALL_OF_FAME, LOCK_FILE, "timings.jsonl",
              "tracking.json", IDENTITY)
 # The most this version reads of a file: a file of a run is never read without bound (a link to /dev/zero is
 # refused as not a regular file; a regular file larger than these is refused, not read).
-MAX_BYTES = {IDENTITY: 4096, "config.json": 1 << 20, "checkpoint.json": 64 << 20, "events.jsonl": 2 << 30, "tracking.json": 1 << 20,
-             LOCK_FILE: 4096}
+MAX_BYTES = {"config.json": 1 << 20, "checkpoint.json": 64 << 20, "events.jsonl": 2 << 30, "tracking.json": 1 << 20,
+             IDENTITY: 4096, LOCK_FILE: 4096}
 
 
 def open_file(path: Path, flags: int, mode: int = 0o666) -> int:
@@ -101,7 +102,8 @@ def open_file(path: Path, flags: int, mode: int = 0o666) -> int:
 def _check_own_file(path: Path, info: os.stat_result) -> None:
     """A file of the run's own: regular, and with no other hard link (a write to it would be another file's)."""
     if not stat.S_ISREG(info.st_mode):
-        kind = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a regular file (a FIFO, a device, a folder ...)"
+        kind = ("a symbolic link" if stat.S_ISLNK(info.st_mode)
+                else "not a regular file (a FIFO, a device, a folder ...)")
     elif info.st_nlink > 1:
         kind = "a file with another hard link"
     else:
