@@ -228,6 +228,9 @@ def test_fuzzed_run_directories_are_read_or_refused_and_never_changed(tmp_path_f
 
 # Each example searches: 10 keep CI short (FUZZ_RESUME_EXAMPLES=500 to explore).
 FUZZ_RESUME = settings(FUZZ, max_examples=int(__import__("os").environ.get("FUZZ_RESUME_EXAMPLES", 10)))
+# A damaged config.json may turn tracking on, or name a store: a resume in a test tracks nowhere (the tracking
+# section is not part of what the search is, so this changes nothing else), and runs from a folder of its own.
+UNTRACKED = ["--tracking.enabled=false"]
 PLANTED = ["config.json", "events.jsonl", "checkpoint.json", "hall_of_fame.json", "lock", "timings.jsonl",
            "tracking.json", "identity.json", "plots", "plots/progress.png", "plots/.pareto.png.partial"]
 ATTACKS = ["link to a file of the user's", "link to a folder of the user's", "link to /dev/zero", "dangling link",
@@ -247,6 +250,13 @@ def no_hang():
     yield
     signal.alarm(0)
     signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture
+def cwd(tmp_path, monkeypatch):
+    """A working folder of the test's own: whatever a resume writes by a relative name lands there."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
 
 
 def _plant(folder: Path, victim: Path, name: str, attack: str) -> None:
@@ -288,11 +298,11 @@ def _untouched(victim: Path) -> bool:
 @pytest.mark.e2e
 @FUZZ_RESUME
 @given(st.data())
-def test_a_real_resume_of_a_damaged_run_ends_cleanly(tmp_path_factory, capsys, finished_run, no_hang, data):
+def test_a_real_resume_of_a_damaged_run_ends_cleanly(tmp_path_factory, capsys, finished_run, no_hang, cwd, data):
     files = data.draw(damaged_runs(finished_run))
     folder = tmp_path_factory.mktemp("resumed") / "run"
     _write_run(folder, files)
-    _ok(main(["resume", str(folder), "--max-evals", "14"]), capsys)
+    _ok(main(["resume", str(folder), "--max-evals", "14", *UNTRACKED]), capsys)
 
 
 @pytest.mark.e2e
@@ -303,7 +313,8 @@ def test_a_real_resume_of_a_damaged_run_ends_cleanly(tmp_path_factory, capsys, f
 @example("curve", [None, 1.0])
 @example("curve", [float("nan"), float("inf")])  # numbers the engine may write: kept
 @example("lr", "0.1")
-def test_a_real_resume_after_a_tampered_task_entry_ends_cleanly(tmp_path_factory, capsys, finished_run, key, value):
+def test_a_real_resume_after_a_tampered_task_entry_ends_cleanly(tmp_path_factory, capsys, finished_run, cwd, key,
+                                                                 value):
     files = dict(finished_run)
     records = [json.loads(line) for line in files["events.jsonl"].decode().splitlines()]
     for record in records:  # every candidate's: the best one's is what plots draw
@@ -314,7 +325,7 @@ def test_a_real_resume_after_a_tampered_task_entry_ends_cleanly(tmp_path_factory
     _write_run(folder, files)
     code = main(["resume", str(folder), "--dry-run"])
     _ok(code, capsys)
-    _ok(main(["resume", str(folder), "--max-evals", "14"]), capsys)
+    _ok(main(["resume", str(folder), "--max-evals", "14", *UNTRACKED]), capsys)
 
 
 @pytest.mark.e2e
@@ -327,7 +338,7 @@ def test_a_real_resume_after_a_tampered_task_entry_ends_cleanly(tmp_path_factory
 @example("plots/progress.png", "link to a file of the user's")
 @example("plots/.pareto.png.partial", "hard link to a file of the user's")
 @example("timings.jsonl", "link to a file of the user's")
-def test_links_and_special_files_in_a_run_directory_are_refused(tmp_path_factory, capsys, finished_run, no_hang,
+def test_links_and_special_files_in_a_run_directory_are_refused(tmp_path_factory, capsys, finished_run, no_hang, cwd,
                                                                  name, attack):
     base = tmp_path_factory.mktemp("planted")
     victim = _victim(base / "users")
@@ -336,6 +347,6 @@ def test_links_and_special_files_in_a_run_directory_are_refused(tmp_path_factory
     _plant(folder, victim, name, attack)
     for args in (["show", str(folder)], ["resume", str(folder), "--dry-run"],
                  ["export", str(folder), "0", "--name", "Fuzzed", "--out", str(base / "out")],
-                 ["resume", str(folder), "--max-evals", "14"]):
+                 ["resume", str(folder), "--max-evals", "14", *UNTRACKED]):
         _ok(main(args), capsys)
         assert _untouched(victim), (args, name, attack)
