@@ -138,6 +138,22 @@ def _check_shape(checkpoint: dict[str, Any], store: RunStore) -> None:
             and finite_number(elapsed) and elapsed >= 0):
         raise RunDirError(f"{store.checkpoint_path} is damaged (its state, random-generator state or elapsed time "
                           f"is missing or of the wrong type); nothing was changed")
+    _check_rng(checkpoint["rng"], store)
+
+
+def _check_rng(rng: dict[str, Any], store: RunStore) -> None:
+    """The random generator's state is one numpy takes (set on a scratch generator, as resume will set it).
+
+    Checked here, where --dry-run sees it: numpy refuses a bad state with TypeError, ValueError,
+    KeyError or OverflowError (a negative or too large integer), and a resume must not find out later.
+    """
+    import numpy as np
+
+    try:
+        np.random.default_rng(0).bit_generator.state = rng
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
+        raise RunDirError(f"{store.checkpoint_path}: damaged random-generator state ({exc}); "
+                          f"nothing was changed") from None
 
 
 def _check_against(state: SearchState, checkpoint: dict[str, Any], store: RunStore) -> None:

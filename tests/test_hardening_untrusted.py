@@ -267,3 +267,17 @@ def test_show_escapes_control_characters_and_quotes_formula_cells(run_dir, capsy
     assert members and all(row["mutation"].startswith("'=cmd") for row in members)
     code, out, _ = _cli(["show", str(run_dir), first, "--format", "json"], capsys)
     assert code == 0 and "\x1b" not in out and json.loads(out)["mutation"].startswith("=cmd|' /C calc'!A0\x1b")
+
+
+@pytest.mark.parametrize("field,value", [("state", -1), ("inc", 2**200), ("state", "1"), ("bit_generator", "MT19937")])
+def test_a_damaged_random_generator_state_is_refused_by_dry_run_and_resume_alike(run_dir, capsys, field, value):
+    """Found by the fuzz tests: a negative integer in the state made every real resume end in a traceback."""
+    checkpoint = json.loads((run_dir / "checkpoint.json").read_text())
+    rng = checkpoint["rng"]
+    (rng if field == "bit_generator" else rng["state"])[field] = value
+    (run_dir / "checkpoint.json").write_text(json.dumps(checkpoint))
+    before = _files(run_dir)
+    for args in (["--dry-run"], ["--max-evals", "6"]):
+        code, _, err = _cli(["resume", str(run_dir), *args], capsys)
+        assert code == 2 and "random-generator state" in err and err.count("\n") == 1, err
+    assert _files(run_dir) == before
