@@ -153,11 +153,9 @@ def _run(args: argparse.Namespace, overrides: list[str]) -> int:
 
 def new_run_id(config) -> str:
     """<preset>-<UTC time>-<6 hex digits>: two searches started in one folder in the same second get two ids."""
-    import secrets
-
     from search import engine
 
-    return f"{engine.default_run_id(config)}-{secrets.token_hex(3)}"
+    return engine.default_run_id(config)
 
 
 def _resume(args: argparse.Namespace, overrides: list[str]) -> int:

@@ -327,7 +327,11 @@ def _member_record(member: Individual) -> dict:
 
 
 def default_run_id(config: SearchConfig) -> str:
-    return f"{config.preset}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    """<preset>-<UTC time>-<6 hex digits>: two searches started in one folder in the same second get two ids
+    (the CLI's and the Python API's alike)."""
+    import secrets
+
+    return f"{config.preset}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
 
 
 def _check_device(config: SearchConfig) -> None:
