@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from proxy_tasks.scoring import ENTRY_KEYS, score_task
+from proxy_tasks.scoring import ENTRY_KEYS
 from search import replay
 from search.config import RUN_ID, ConfigError, SearchConfig
 from search.events import CacheHit, CandidateEvaluated, Event, HeldOutRequested, Restarted
@@ -300,13 +300,7 @@ class Search:
 
     def _baseline_curves(self, task_names: list[str]) -> dict[str, list[float]]:
         """Tuned AdamW's median loss curve on each task (for the loss-curve plot)."""
-        ev, curves = self.evaluator, {}
-        cache = ev.baselines
-        for name in task_names:
-            base = cache.get(ev.task(name), ev.seeds, ev.device, ev.protocol) if name in ev.task_names else None
-            if base is not None:
-                curves[name] = score_task(ev.task(name), base.best, base.best, base.best_lr).curve
-        return curves
+        return self.evaluator.baseline_curves(task_names)
 
     def result(self, stopped_by: str = "") -> SearchResult:
         return SearchResult(self.store.path, self.state.hall_of_fame.ranked(), self.state.best(),

@@ -113,6 +113,18 @@ class ProxyTaskEvaluator:
         result = tune(self.task(name), baseline_spec(), self.seeds, self.run_device, 1e-3, self.protocol)
         return {"task": name, **entry_of(result)}
 
+    def baseline_curves(self, task_names) -> dict[str, list[float]]:
+        """Tuned AdamW's median loss curve on each task whose baseline is cached (plots, MLflow's charts)."""
+        from proxy_tasks.scoring import score_task
+
+        curves = {}
+        for name in task_names:
+            base = self.baselines.get(self.task(name), self.seeds, self.device, self.protocol) \
+                if name in self.task_names else None
+            if base is not None:
+                curves[name] = score_task(self.task(name), base.best, base.best, base.best_lr).curve
+        return curves
+
     def evaluate(self, program: Program, stage: JobKind, base_lrs: dict[str, float] | None = None,
                  offsets: dict[str, int] | None = None) -> StageResult:
         """Train `program` on the stage's tasks; `offsets`: its parent's rate per task (the tuning brackets it)."""

@@ -278,6 +278,8 @@ class MlflowTracker(Observer):
         self._hashes: dict[int, str] = {}  # candidate id -> structural hash (children tag their parent's)
         self._run_dir: Path | None = None
         self.run_uuid = ""  # the run's identity (identity.json), read at on_start
+        self._config = None  # the search's configuration (on_start), for AdamW's curves
+        self._evaluator = None  # built on first use: the tasks and baseline cache the search scores against
 
     # --------------------------------------------------------------- failure handling
 
@@ -315,6 +317,7 @@ class MlflowTracker(Observer):
         from search.run_store import RunStore
 
         self._run_dir = snapshot.run_dir
+        self._config = snapshot.config
         self.primitive_set_name = snapshot.config.evolution.primitive_set
         self.run_uuid = RunStore(snapshot.run_dir).identity()
         for line in _event_lines(snapshot.run_dir):
@@ -518,6 +521,9 @@ class MlflowTracker(Observer):
             if "lr" in entry:
                 params.append(Param(f"lr.{task}", f"{entry['lr']:.6g}"))
         metrics += _curves(event["tasks"], "loss", timestamp)
+        # tuned AdamW's curve on the same tasks, so each candidate's charts show the bar it is scored against
+        baseline = self._baseline_curves(list(event["tasks"]))
+        metrics += _curves({t: {"curve": c} for t, c in baseline.items()}, "loss_adamw", timestamp)
         for start in range(0, len(metrics), 1000):  # MLflow's limit per batch
             self.client.log_batch(run.info.run_id, metrics=metrics[start:start + 1000],
                                   params=params if start == 0 else [])
@@ -531,6 +537,21 @@ class MlflowTracker(Observer):
         self.client.set_terminated(run.info.run_id, status="FAILED" if event["status"] in FAILED else "FINISHED",
                                    end_time=int(finished * 1000) if finished else None)
         self.children[event["id"]] = run.info.run_id
+
+    def _baseline_curves(self, task_names: list[str]) -> dict[str, list[float]]:
+        """AdamW's curves from the run's baseline cache (none for a behaviour search, or when it cannot be read)."""
+        if self._evaluator is None and self._config is not None \
+                and self._config.evaluation.kind == "proxy_tasks":
+            from search.evaluation import ProxyTaskEvaluator
+            from search.jobs import baseline_cache_path
+
+            self._evaluator = ProxyTaskEvaluator(self._config, _primitive_set(self.primitive_set_name),
+                                                 baseline_cache_path(self._config))
+        try:
+            return self._evaluator.baseline_curves(task_names) if self._evaluator is not None else {}
+        except Exception as exc:  # noqa: BLE001 -- a curve beside the candidate's is never worth a failed log
+            log.debug("no AdamW curves for MLflow: %s", exc)
+            return {}
 
     def on_checkpoint(self, snapshot: Snapshot, final: bool) -> None:
         if not self._ensure_connected(snapshot):

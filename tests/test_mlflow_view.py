@@ -126,6 +126,9 @@ def test_loss_curves_are_step_metrics_one_step_per_window(tracked):
         for metric, value in zip(history, entry["curve"]):
             if math.isfinite(value):
                 assert metric.value == pytest.approx(value)
+        # tuned AdamW's curve on the same task beside it, one step per window too
+        adamw = c.get_metric_history(children[event["id"]].info.run_id, f"loss_adamw.{task}")
+        assert len(adamw) == len(entry["curve"]) and all(math.isfinite(m.value) for m in adamw)
     held = [e for e in events if e["type"] == "held_out"]
     assert held, "the smoke search scores its hall of fame on held-out tasks"
     child = children[held[0]["id"]]
