@@ -298,3 +298,22 @@ def test_the_quickstart_starts_without_tuning_a_baseline():
                if shipped.get(t, evaluator.seeds, evaluator.device, evaluator.protocol) is None]
     missing += [f"{name} (transfer)" for name in evaluator.transfer.missing_baselines()]
     assert not missing, f"re-run benchmarks/ship_baselines.py: no shipped baseline for {missing}"
+
+
+# ---------------------------------------------------------------- this round's event fields, tampered
+
+@pytest.mark.parametrize("value", ["0.5", True, [1.0], {"a": 1}])
+def test_a_tampered_cheap_score_is_refused_when_the_log_is_read(value):
+    from search.events import EventError, from_dict
+
+    record = candidate(1, 0, cheap=0.5).to_dict()
+    record["cheap_score"] = value
+    with pytest.raises(EventError, match="cheap_score"):
+        from_dict(record)
+
+
+@pytest.mark.parametrize("offset", [1.5, True, 10**9, "3", None, [3], -(10**6)])
+def test_a_tampered_rate_offset_is_never_inherited(offset):
+    state = SearchState(config(), ALL)
+    state.apply(candidate(1, 0, tasks={"a": {"score": 0.1, "offset": offset}}, cheap=math.inf))
+    assert state.parent_offsets(0) == {} and list(state.rung_window) == []
