@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from primitives.files import atomic_write_text
 from primitives.known import LION
 from primitives.library import ALL
 from primitives.serialize import from_dict
@@ -80,8 +80,7 @@ def main() -> None:
         report["seeds"][str(seed)] = result
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.with_suffix(".json.partial").write_text(json.dumps(report, indent=1))
-        os.replace(path.with_suffix(".json.partial"), path)
+        atomic_write_text(path, json.dumps(report, indent=1), durable=False)
         closest = result.get("closest", {})
         print(f"seed {seed}: {result['candidates']} candidates, {result.get('cpu_minutes', 0):.1f} CPU-min, "
               f"best score {result.get('best', {}).get('score', float('nan')):+.2f}, closest to Lion "

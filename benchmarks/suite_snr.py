@@ -33,12 +33,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
+from primitives.files import atomic_write_text
 from proxy_tasks.registry import get_task, select_tasks
 from proxy_tasks.scoring import BASELINE, seed_score
 from proxy_tasks import bench
@@ -146,9 +146,7 @@ def main() -> None:
 
 def _write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(partial, path)
+    atomic_write_text(path, json.dumps(data, indent=1, default=str), durable=False)
 
 
 if __name__ == "__main__":

@@ -169,11 +169,6 @@ class DigitsMLP(Task):
     sharpness: float = 6.0  # standard deviation of the teacher's logits
     pool: int = 51_200  # examples; a run uses steps x batch_size of them, each once
 
-    def scaled(self, steps_factor: int, width_factor: int) -> DigitsMLP:
-        """Wider (student and teacher) and longer, the pool grown with the steps: a stream never repeats."""
-        wider = super().scaled(steps_factor, width_factor)
-        return dataclasses.replace(wider, pool=self.pool * steps_factor)
-
     def data(self, seed):
         return _mlp_stream(self.pool, self.hidden, self.sharpness, seed)
 

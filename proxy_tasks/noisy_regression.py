@@ -78,10 +78,6 @@ class NoisyRegression(Task):
     noise: float = 0.5  # standard deviation of the targets' noise
     pool: int = 8000  # at least steps x batch_size
 
-    def scaled(self, steps_factor: int, width_factor: int) -> NoisyRegression:
-        wider = super().scaled(steps_factor, width_factor)
-        return dataclasses.replace(wider, pool=self.pool * steps_factor)
-
     def data(self, seed):
         return _stream(self.rows, self.cols, self.spread_in, self.spread_out, self.noise, self.pool, seed)
 

@@ -101,10 +101,15 @@ class Task:
         return f"{self.name}/v{self.version}({settings})"
 
     def scaled(self, steps_factor: int, width_factor: int) -> Task:
-        """This task trained `steps_factor` times longer on a model `width_factor` times wider."""
+        """This task trained `steps_factor` times longer on a model `width_factor` times wider.
+
+        A streaming task's `pool` (if it has one) grows with the steps: a longer stream never repeats.
+        """
         if not self.width_fields:
             raise ValueError(f"task {self.name!r} has no width to scale (its width_fields are empty)")
         wider = {name: getattr(self, name) * width_factor for name in self.width_fields}
+        if self.streaming and "pool" in {f.name for f in dataclasses.fields(self)}:
+            wider["pool"] = getattr(self, "pool") * steps_factor
         return dataclasses.replace(self, steps=self.steps * steps_factor, **wider)
 
     def data(self, seed: int) -> dict[str, Tensor]:

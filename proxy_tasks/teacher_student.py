@@ -58,10 +58,6 @@ class TeacherStudent(Task):
     noise: float = 0.3
     pool: int = 12_800  # at least steps x batch_size
 
-    def scaled(self, steps_factor: int, width_factor: int) -> TeacherStudent:
-        wider = super().scaled(steps_factor, width_factor)
-        return dataclasses.replace(wider, pool=self.pool * steps_factor)
-
     def data(self, seed):
         return _stream(self.inputs, self.hidden, self.outputs, self.noise, self.pool, seed)
 
